@@ -1,0 +1,119 @@
+import gzip
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+import utils
+from conftest import make_digits, write_idx
+from utils import MEAN, STD, MNISTDataError, classic_loaders, mnist_dataset
+
+
+def test_local_folder_of_uncompressed_files_goes_through_torchvision(mnist_dir, data_root):
+    train = mnist_dataset(True, root=data_root, mnist_dir=mnist_dir)
+    test = mnist_dataset(False, root=data_root, mnist_dir=mnist_dir)
+    images, labels = make_digits(96, 0)
+    assert len(train) == 96 and len(test) == 48
+    assert torch.equal(train.data, images) and torch.equal(train.targets, labels.long())
+    assert (data_root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
+
+
+def test_mnist_dir_comes_from_the_environment(mnist_dir, data_root, monkeypatch):
+    monkeypatch.setenv("MNIST_DIR", str(mnist_dir))
+    assert len(mnist_dataset(False, root=data_root)) == 48
+
+
+def test_a_torchvision_root_works_as_mnist_dir(mnist_dir, data_root, tmp_path):
+    tv_root = tmp_path / "tv"
+    shutil.copytree(mnist_dir, tv_root / "MNIST" / "raw")
+    assert len(mnist_dataset(True, root=data_root, mnist_dir=tv_root)) == 96
+
+
+def test_original_gz_files_offline(real_mnist_dir, data_root, offline):
+    train = mnist_dataset(True, root=data_root, mnist_dir=real_mnist_dir)
+    test = mnist_dataset(False, root=data_root, mnist_dir=real_mnist_dir)
+    assert train.data.shape == (60_000, 28, 28) and len(test) == 10_000
+    assert train.targets[:5].tolist() == [5, 0, 4, 1, 9]  # the well-known first labels
+
+
+def test_no_data_and_no_internet_gives_one_clear_message(data_root, offline):
+    with pytest.raises(MNISTDataError, match="MNIST_DIR") as info:
+        mnist_dataset(True, root=data_root)
+    assert info.value.__suppress_context__  # no chained traceback behind it
+
+
+def test_mnist_dir_that_is_not_a_folder(tmp_path, data_root):
+    with pytest.raises(MNISTDataError, match="is not a folder"):
+        mnist_dataset(True, root=data_root, mnist_dir=tmp_path / "nowhere")
+
+
+def test_mnist_dir_missing_a_file_names_it(mnist_dir, data_root):
+    (mnist_dir / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(MNISTDataError, match="t10k-labels-idx1-ubyte"):
+        mnist_dataset(True, root=data_root, mnist_dir=mnist_dir)
+
+
+def test_corrupt_gz_names_the_file(mnist_dir, data_root):
+    bad = mnist_dir / "train-images-idx3-ubyte"
+    gz = write_idx(bad, make_digits(96, 0)[0], compress=True)
+    bad.unlink()
+    with pytest.raises(MNISTDataError, match=r"train-images-idx3-ubyte\.gz is corrupt"):
+        mnist_dataset(True, root=data_root, mnist_dir=mnist_dir)
+    assert gzip.decompress(gz.read_bytes())  # the file itself is untouched
+
+
+def test_truncated_file_names_the_file(mnist_dir, data_root):
+    path = mnist_dir / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(MNISTDataError, match="train-images-idx3-ubyte is not a valid MNIST idx file"):
+        mnist_dataset(True, root=data_root, mnist_dir=mnist_dir)
+
+
+def test_wrong_magic_names_the_file(mnist_dir, data_root):
+    path = mnist_dir / "t10k-labels-idx1-ubyte"
+    path.write_bytes(b"\x12\x34\x56\x78" + path.read_bytes()[4:])
+    with pytest.raises(MNISTDataError, match="t10k-labels-idx1-ubyte is not a valid"):
+        mnist_dataset(False, root=data_root, mnist_dir=mnist_dir)
+
+
+def test_broken_file_already_in_the_data_root_is_named(mnist_dir, data_root):
+    mnist_dataset(True, root=data_root, mnist_dir=mnist_dir)
+    staged = data_root / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    staged.write_bytes(staged.read_bytes()[:100])
+    with pytest.raises(MNISTDataError, match="t10k-images-idx3-ubyte is not a valid"):
+        mnist_dataset(False, root=data_root)
+
+
+def test_transforms_shape_and_normalisation():
+    black_and_white = Image.fromarray(torch.tensor([[0] * 28] * 14 + [[255] * 28] * 14, dtype=torch.uint8).numpy())
+    x = utils.test_transforms()(black_and_white)
+    assert x.shape == (1, 28, 28)
+    torch.testing.assert_close(x[0, 0, 0].item(), -MEAN / STD)
+    torch.testing.assert_close(x[0, -1, 0].item(), (1 - MEAN) / STD)
+    y = utils.train_transforms()(black_and_white)
+    assert y.shape == (1, 28, 28) and y.min() >= -MEAN / STD - 1e-6 and y.max() <= (1 - MEAN) / STD + 1e-6
+
+
+def test_classic_loaders(mnist_dir, data_root):
+    train_loader, test_loader = classic_loaders(32, seed=0, root=data_root, mnist_dir=mnist_dir, num_workers=0)
+    x, y = next(iter(train_loader))
+    assert x.shape == (32, 1, 28, 28) and x.dtype == torch.float32 and y.shape == (32,)
+    assert len(train_loader) == 3 and len(test_loader) == 2
+    labels = torch.cat([y for _, y in test_loader])
+    assert torch.equal(labels, make_digits(48, 1)[1].long())  # test set in file order
+
+
+def test_training_order_is_seeded(mnist_dir, data_root):
+    def first_labels(seed):
+        loader, _ = classic_loaders(96, seed=seed, root=data_root, mnist_dir=mnist_dir, num_workers=0)
+        return next(iter(loader))[1]
+
+    assert torch.equal(first_labels(3), first_labels(3))
+    assert not torch.equal(first_labels(3), first_labels(4))
+
+
+def test_subsets_keep_the_first_images(mnist_dir, data_root):
+    train_loader, test_loader = classic_loaders(8, train_size=20, test_size=10, root=data_root,
+                                                mnist_dir=mnist_dir, num_workers=0)
+    assert len(train_loader.dataset) == 20 and len(test_loader.dataset) == 10

@@ -1,0 +1,371 @@
+"""Everything around the model: parameters, device, data, training, plots.
+
+The notebooks, `main.py`, `bench/` and the tests all call these functions; none of them
+re-implements a step.
+"""
+
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn as nn
+import torch.optim as optim
+from torch.utils.data import DataLoader, Subset
+from torchvision import datasets, transforms
+from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
+from torchvision.datasets.utils import check_integrity
+from tqdm.auto import tqdm
+
+ROOT = Path(__file__).resolve().parent
+DATA_DIR = ROOT / "data"  # where torchvision downloads MNIST (or we stage a local copy)
+IMAGES_DIR = ROOT / "images"
+MEAN, STD = 0.1307, 0.3081  # MNIST training-set pixel mean and std
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def env(name, default):
+    """`default`, unless the environment variable `name` is set: then its value, cast to
+    the type of `default` (so `EPOCHS=1 make train` works for any notebook parameter)."""
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(default, bool):
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name}={value!r}: expected true/false")
+    if default is None:
+        return value
+    try:
+        return type(default)(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected a {type(default).__name__}") from None
+
+
+# ----------------------------------------------------------------------------- device
+
+
+def get_device(name=None):
+    """The device to train on: `name` ('cuda', 'mps', 'cpu') if given, else the best there is."""
+    if name in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    kind = str(name).split(":")[0]
+    if kind not in available:
+        raise ValueError(f"unknown device {name!r}: use 'cuda', 'mps', 'cpu' or 'auto'")
+    if not available[kind]:
+        raise ValueError(f"device {name!r} is not available on this machine: use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def seed_everything(seed):
+    """Seed Python's and torch's generators (all devices): same seed, same run on CPU."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class MNISTDataError(RuntimeError):
+    """MNIST could not be found or read; the message says what to do."""
+
+
+MNIST_FILES = [name.removesuffix(".gz") for name, _ in datasets.MNIST.resources]
+MISSING_DATA_HELP = (
+    "MNIST is not here and could not be downloaded (no internet?). Put the four original files "
+    f"({', '.join(f + '.gz' for f in MNIST_FILES)}; .gz or uncompressed) in a folder and set "
+    "MNIST_DIR=/path/to/that/folder, or pass that folder as the data directory."
+)
+
+
+def train_transforms():
+    """The seeds' augmentation: a rare zoom (crop 22 -> 28), then a rotation of up to 15 degrees."""
+    return transforms.Compose([
+        transforms.RandomApply([transforms.CenterCrop(22)], p=0.1),
+        transforms.Resize((28, 28)),
+        transforms.RandomRotation((-15.0, 15.0), fill=0),
+        transforms.ToTensor(),
+        transforms.Normalize((MEAN,), (STD,)),
+    ])
+
+
+def test_transforms():
+    return transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+
+
+def mnist_dataset(train=True, transform=None, root=DATA_DIR, mnist_dir=None):
+    """The MNIST train or test split as a torchvision dataset.
+
+    With `mnist_dir` (or the MNIST_DIR environment variable) the four original files are taken
+    from that folder; otherwise torchvision downloads them into `root` (once).
+    """
+    raw = Path(root) / "MNIST" / "raw"
+    mnist_dir = mnist_dir or os.environ.get("MNIST_DIR")
+    if mnist_dir:
+        stage_mnist_files(mnist_dir, raw)
+    try:
+        return datasets.MNIST(root, train=train, transform=transform, download=True)
+    except RuntimeError as e:
+        if "Error downloading" in str(e):
+            raise MNISTDataError(MISSING_DATA_HELP) from None
+        raise MNISTDataError(broken_file_message(raw) or f"could not read MNIST in {raw}: {e}") from None
+    except (AssertionError, ValueError, TypeError, EOFError, OSError) as e:
+        raise MNISTDataError(broken_file_message(raw) or f"could not read MNIST in {raw}: {e}") from None
+
+
+def stage_mnist_files(mnist_dir, raw):
+    """Copy the four MNIST files from `mnist_dir` into torchvision's `raw` folder.
+
+    A `.gz` must be the original archive (md5 checked here, so that the error names the user's
+    file; torchvision extracts it). An uncompressed file must parse as an idx file.
+    """
+    src = Path(mnist_dir).expanduser()
+    if not src.is_dir():
+        raise MNISTDataError(f"MNIST_DIR={str(mnist_dir)!r} is not a folder: point it at the MNIST files' folder.")
+    if (src / "MNIST" / "raw").is_dir():  # a torchvision root was given
+        src = src / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for (gz_name, md5), name in zip(datasets.MNIST.resources, MNIST_FILES):
+        if (raw / name).exists():
+            continue
+        if (src / name).exists():
+            check_idx_file(src / name)
+            shutil.copyfile(src / name, raw / name)
+        elif (src / gz_name).exists():
+            if not check_integrity(str(src / gz_name), md5):
+                raise MNISTDataError(
+                    f"{src / gz_name} is corrupt or truncated (its md5 is not the published one): "
+                    "download it again, or replace it with the uncompressed file."
+                )
+            shutil.copyfile(src / gz_name, raw / gz_name)
+        else:
+            raise MNISTDataError(f"{src} has neither {name} nor {gz_name}. {MISSING_DATA_HELP}")
+
+
+def check_idx_file(path):
+    """Raise MNISTDataError naming `path` unless it parses as a complete idx file."""
+    try:
+        read_sn3_pascalvincent_tensor(str(path), strict=True)
+    except Exception as e:  # the parser asserts, or fails on a short buffer: any error means a bad file
+        raise MNISTDataError(
+            f"{path} is not a valid MNIST idx file (wrong magic number or truncated: {str(e) or type(e).__name__}): "
+            "delete it and download it again."
+        ) from None
+
+
+def broken_file_message(raw):
+    """The message for the first MNIST file in `raw` that does not parse, if any."""
+    for name in MNIST_FILES:
+        try:
+            check_idx_file(Path(raw) / name)
+        except MNISTDataError as e:
+            return str(e)
+    return None
+
+
+def classic_loaders(batch_size=512, seed=1, train_size=None, test_size=None, root=DATA_DIR,
+                    mnist_dir=None, device=torch.device("cpu"), num_workers=None):
+    """The seeds' pipeline: PIL transforms per image in `DataLoader` workers.
+
+    Returns (train_loader, test_loader); the training set is shuffled by a generator seeded with
+    `seed`. `train_size`/`test_size` keep only the first N images (for quick trials).
+    """
+    train_set = mnist_dataset(True, train_transforms(), root, mnist_dir)
+    test_set = mnist_dataset(False, test_transforms(), root, mnist_dir)
+    if train_size:
+        train_set = Subset(train_set, range(min(train_size, len(train_set))))
+    if test_size:
+        test_set = Subset(test_set, range(min(test_size, len(test_set))))
+    workers = min(2, os.cpu_count() or 1) if num_workers is None else num_workers
+    kwargs = dict(batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0,
+                  pin_memory=device.type == "cuda")
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(train_set, shuffle=True, generator=generator, **kwargs)
+    test_loader = DataLoader(test_set, shuffle=False, **kwargs)
+    return train_loader, test_loader
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def get_optimizer(model, lr=0.01, momentum=0.9):
+    return optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+
+
+def get_scheduler(optimizer, step_size=15, gamma=0.1):
+    return optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
+
+
+def get_loss():
+    return nn.NLLLoss()  # the models return log-probabilities
+
+
+def train(model, device, loader, optimizer, criterion, desc="train"):
+    """One epoch of training; returns (mean loss, accuracy %) over the epoch."""
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    pbar = tqdm(loader, desc=desc)
+    for x, y in pbar:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        output = model(x)
+        loss = criterion(output, y)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(y)
+        correct += (output.argmax(dim=1) == y).sum().item()
+        seen += len(y)
+        pbar.set_postfix_str(f"loss={loss.item():.4f} acc={100 * correct / seen:.2f}%")
+    return total_loss / seen, 100 * correct / seen
+
+
+@torch.no_grad()
+def test(model, device, loader, criterion):
+    """Evaluate on `loader`; prints and returns (mean loss, accuracy %)."""
+    model.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        output = model(x)
+        total_loss += criterion(output, y).item() * len(y)
+        correct += (output.argmax(dim=1) == y).sum().item()
+        seen += len(y)
+    print(f"Test set: average loss {total_loss / seen:.4f}, accuracy {correct}/{seen} ({100 * correct / seen:.2f}%)")
+    return total_loss / seen, 100 * correct / seen
+
+
+def new_history():
+    """Per-epoch record of a run: what `fit` returns and `plot_stats` draws."""
+    return {"train_loss": [], "train_acc": [], "test_loss": [], "test_acc": [], "lr": [], "seconds": []}
+
+
+def fit(model, device, train_loader, test_loader, optimizer, scheduler, criterion, epochs, history=None):
+    """Train for `epochs` epochs (testing after each, stepping the scheduler); returns the history."""
+    history = history if history is not None else new_history()
+    for epoch in range(len(history["train_loss"]) + 1, epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        train_loss, train_acc = train(model, device, train_loader, optimizer, criterion,
+                                      desc=f"Epoch {epoch}/{epochs} lr={lr:g}")
+        test_loss, test_acc = test(model, device, test_loader, criterion)
+        if scheduler is not None:
+            scheduler.step()
+        for key, value in zip(new_history(), (train_loss, train_acc, test_loss, test_acc, lr,
+                                              time.perf_counter() - start)):
+            history[key].append(value)
+    return history
+
+
+@torch.no_grad()
+def predictions(model, device, loader):
+    """All of `loader` through the model: (images, targets, predicted labels), on the CPU."""
+    model.eval()
+    images, targets, preds = [], [], []
+    for x, y in loader:
+        preds.append(model(x.to(device)).argmax(dim=1).cpu())
+        images.append(x.cpu())
+        targets.append(y.cpu())
+    return torch.cat(images), torch.cat(targets), torch.cat(preds)
+
+
+def confusion_matrix(targets, preds, num_classes=10):
+    """(num_classes, num_classes) counts: row = true digit, column = predicted digit."""
+    return torch.bincount(targets * num_classes + preds, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _finish(fig, save):
+    """Save `fig` as a PNG if asked (creating the folder), and return it."""
+    if save:
+        Path(save).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(save, dpi=100, bbox_inches="tight")
+    return fig
+
+
+def plot_digits(images, titles, ncols=10, save=None, suptitle=None):
+    """A grid of (N, 1, 28, 28) digit images with a title under each."""
+    nrows = max(1, -(-len(images) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.5 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, title in zip(axes.flat, images, titles):
+        ax.imshow(image.squeeze(0).float().numpy(), cmap="gray")
+        ax.set_title(title, fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return _finish(fig, save)
+
+
+def plot_samples(loader, n=20, save=None):
+    """The first `n` images of one batch of `loader`, each with its label."""
+    images, labels = next(iter(loader))
+    return plot_digits(images[:n], [str(int(label)) for label in labels[:n]], save=save,
+                       suptitle="Training samples (after augmentation)")
+
+
+def plot_stats(history, save=None):
+    """The 2x2 grid of training/test loss/accuracy per epoch."""
+    epochs = range(1, len(history["train_loss"]) + 1)
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    panels = [("train_loss", "Training loss"), ("train_acc", "Training accuracy (%)"),
+              ("test_loss", "Test loss"), ("test_acc", "Test accuracy (%)")]
+    for ax, (key, title) in zip(axes.flat, panels):
+        ax.plot(epochs, history[key], marker="o", markersize=3)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _finish(fig, save)
+
+
+def _plot_predictions(images, targets, preds, mask, n, save, suptitle):
+    idx = mask.nonzero().flatten()[:n]
+    titles = [f"pred {int(preds[i])}\ntrue {int(targets[i])}" for i in idx]
+    return plot_digits(images[idx], titles, save=save, suptitle=suptitle)
+
+
+def plot_missed(images, targets, preds, n=20, save=None):
+    """The first `n` misclassified test digits, predicted vs true label."""
+    missed = preds != targets
+    return _plot_predictions(images, targets, preds, missed, n, save,
+                             f"Misclassified: {int(missed.sum())} of {len(targets)}")
+
+
+def plot_correct(images, targets, preds, n=20, save=None):
+    """The first `n` correctly classified test digits."""
+    right = preds == targets
+    return _plot_predictions(images, targets, preds, right, n, save,
+                             f"Correctly classified: {int(right.sum())} of {len(targets)}")
+
+
+def plot_confusion(targets, preds, save=None):
+    """The confusion matrix (counts), with each digit's accuracy on its row label."""
+    cm = confusion_matrix(targets, preds)
+    per_class = 100 * cm.diag() / cm.sum(dim=1).clamp(min=1)
+    fig, ax = plt.subplots(figsize=(8, 7))
+    ax.imshow(cm.float().log1p().numpy(), cmap="Blues")  # log scale so that the few errors show
+    for (i, j), count in zip(torch.cartesian_prod(torch.arange(10), torch.arange(10)).tolist(), cm.flatten().tolist()):
+        if count:
+            ax.text(j, i, count, ha="center", va="center", fontsize=8, color="white" if i == j else "black")
+    ax.set_xticks(range(10))
+    ax.set_yticks(range(10), [f"{d}  ({acc:.1f}%)" for d, acc in enumerate(per_class.tolist())])
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit  (per-class accuracy)")
+    ax.set_title(f"Confusion matrix: {100 * cm.diag().sum() / cm.sum():.2f}% of {int(cm.sum())} correct")
+    fig.tight_layout()
+    return _finish(fig, save)
