@@ -4,6 +4,7 @@ The notebooks, `main.py`, `bench/` and the tests all call these functions; none 
 re-implements a step.
 """
 
+import math
 import os
 import random
 import shutil
@@ -13,8 +14,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torch.optim as optim
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Subset, TensorDataset
 from torchvision import datasets, transforms
 from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 from torchvision.datasets.utils import check_integrity
@@ -24,6 +26,7 @@ ROOT = Path(__file__).resolve().parent
 DATA_DIR = ROOT / "data"  # where torchvision downloads MNIST (or we stage a local copy)
 IMAGES_DIR = ROOT / "images"
 MEAN, STD = 0.1307, 0.3081  # MNIST training-set pixel mean and std
+BLACK = -MEAN / STD  # a black pixel after normalisation
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -73,6 +76,28 @@ def seed_everything(seed):
     """Seed Python's and torch's generators (all devices): same seed, same run on CPU."""
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+def cpu_has_fast_bf16(cpuinfo="/proc/cpuinfo"):
+    """True on CPUs with native bf16 dot products (AVX512-BF16 or AMX); elsewhere bf16 is emulated, and slow."""
+    try:
+        flags = Path(cpuinfo).read_text().split()
+    except OSError:  # not Linux: no way to ask, so stay in fp32
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(device):
+    """The dtype to autocast to on `device`, or None for plain fp32.
+
+    bf16 on CUDA GPUs that have it and on CPUs with native bf16; fp32 elsewhere (MPS, older CPUs/GPUs).
+    bf16 keeps fp32's range, so no loss scaling is needed.
+    """
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_has_fast_bf16() else None
+    return None
 
 
 # ----------------------------------------------------------------------------- data
@@ -197,6 +222,72 @@ def classic_loaders(batch_size=512, seed=1, train_size=None, test_size=None, roo
     return train_loader, test_loader
 
 
+def mnist_tensors(train, device, size=None, root=DATA_DIR, mnist_dir=None):
+    """A whole split as two tensors on `device`: images (N, 1, 28, 28), normalised once, and labels (N,)."""
+    dataset = mnist_dataset(train, None, root, mnist_dir)
+    images = dataset.data[: size or None].to(device)  # (N, 28, 28) uint8: moved while still small
+    images = (images.unsqueeze(1).float() / 255 - MEAN) / STD  # (N, 1, 28, 28) float32
+    return images, dataset.targets[: size or None].to(device)
+
+
+def augment(images, generator, degrees=15.0, zoom_p=0.1):
+    """The seeds' augmentation for a whole batch at once, drawn per image, on the batch's device.
+
+    Each image is rotated by an angle uniform in +-`degrees` and, with probability `zoom_p`, zoomed
+    like CenterCrop(22) + Resize(28). One affine_grid + grid_sample does both, nearest-neighbour as the
+    seeds' RandomRotation; outside the image is black, as with the seeds' fill=0.
+    """
+    n = images.shape[0]
+    u = torch.rand(2, n, device=images.device, generator=generator)
+    angle = (2 * u[0] - 1) * math.radians(degrees)
+    scale = torch.where(u[1] < zoom_p, 22 / 28, 1.0)  # sample the central 22/28 of the image: zoom in
+    cos, sin, zero = scale * angle.cos(), scale * angle.sin(), torch.zeros_like(angle)
+    theta = torch.stack([cos, -sin, zero, sin, cos, zero], dim=1).view(n, 2, 3)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)  # (B, 28, 28, 2)
+    # grid_sample fills with 0; shifting by BLACK makes that fill a black pixel
+    return F.grid_sample(images - BLACK, grid, mode="nearest", padding_mode="zeros", align_corners=False) + BLACK
+
+
+class TensorLoader:
+    """Batches from tensors already on the device, without per-image Python work.
+
+    Iterates like a DataLoader: shuffled by a seeded `randperm` when `shuffle`, augmented per image
+    (rotation up to `degrees`, zoom with probability `zoom_p`) a whole batch at a time.
+    """
+
+    def __init__(self, images, labels, batch_size, shuffle=False, seed=0, degrees=0.0, zoom_p=0.0):
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.degrees, self.zoom_p = batch_size, shuffle, degrees, zoom_p
+        self.generator = torch.Generator(images.device).manual_seed(seed)
+        self.dataset = TensorDataset(images, labels)  # len(loader.dataset), as for a DataLoader
+
+    def __len__(self):
+        return -(-len(self.labels) // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.labels)
+        order = torch.randperm(n, device=self.images.device, generator=self.generator) if self.shuffle else None
+        for start in range(0, n, self.batch_size):
+            idx = slice(start, start + self.batch_size) if order is None else order[start : start + self.batch_size]
+            images, labels = self.images[idx], self.labels[idx]
+            if self.degrees or self.zoom_p:
+                images = augment(images, self.generator, self.degrees, self.zoom_p)
+            yield images, labels
+
+
+def fast_loaders(batch_size=512, seed=1, train_size=None, test_size=None, root=DATA_DIR, mnist_dir=None,
+                 device=torch.device("cpu"), degrees=15.0, zoom_p=0.1, test_batch_size=1000):
+    """The fast pipeline: MNIST as tensors on `device`, batched by `TensorLoader`s.
+
+    Returns (train_loader, test_loader), as `classic_loaders` does; the training batches are augmented.
+    """
+    train_images, train_labels = mnist_tensors(True, device, train_size, root, mnist_dir)
+    test_images, test_labels = mnist_tensors(False, device, test_size, root, mnist_dir)
+    train_loader = TensorLoader(train_images, train_labels, batch_size, shuffle=True, seed=seed,
+                                degrees=degrees, zoom_p=zoom_p)
+    return train_loader, TensorLoader(test_images, test_labels, test_batch_size)
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -212,18 +303,25 @@ def get_loss():
     return nn.NLLLoss()  # the models return log-probabilities
 
 
-def train(model, device, loader, optimizer, criterion, desc="train"):
-    """One epoch of training; returns (mean loss, accuracy %) over the epoch."""
+def train(model, device, loader, optimizer, criterion, scheduler=None, amp_dtype=None, desc="train"):
+    """One epoch of training; returns (mean loss, accuracy %) over the epoch.
+
+    `scheduler`, if given, is stepped after every batch (OneCycleLR and the like); `amp_dtype`
+    (see `autocast_dtype`) runs the forward pass in mixed precision.
+    """
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     pbar = tqdm(loader, desc=desc)
     for x, y in pbar:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        output = model(x)
-        loss = criterion(output, y)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            output = model(x)
+            loss = criterion(output, y)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         total_loss += loss.item() * len(y)
         correct += (output.argmax(dim=1) == y).sum().item()
         seen += len(y)
@@ -232,14 +330,15 @@ def train(model, device, loader, optimizer, criterion, desc="train"):
 
 
 @torch.no_grad()
-def test(model, device, loader, criterion):
+def test(model, device, loader, criterion, amp_dtype=None):
     """Evaluate on `loader`; prints and returns (mean loss, accuracy %)."""
     model.eval()
     total_loss, correct, seen = 0.0, 0, 0
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        output = model(x)
-        total_loss += criterion(output, y).item() * len(y)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            output = model(x)
+        total_loss += criterion(output.float(), y).item() * len(y)
         correct += (output.argmax(dim=1) == y).sum().item()
         seen += len(y)
     print(f"Test set: average loss {total_loss / seen:.4f}, accuracy {correct}/{seen} ({100 * correct / seen:.2f}%)")
@@ -251,16 +350,26 @@ def new_history():
     return {"train_loss": [], "train_acc": [], "test_loss": [], "test_acc": [], "lr": [], "seconds": []}
 
 
-def fit(model, device, train_loader, test_loader, optimizer, scheduler, criterion, epochs, history=None):
-    """Train for `epochs` epochs (testing after each, stepping the scheduler); returns the history."""
+PER_BATCH_SCHEDULERS = (optim.lr_scheduler.OneCycleLR, optim.lr_scheduler.CyclicLR)
+
+
+def fit(model, device, train_loader, test_loader, optimizer, scheduler, criterion, epochs, history=None,
+        amp_dtype=None):
+    """Train for `epochs` epochs, testing after each; returns the history.
+
+    The scheduler is stepped after each batch if it is a per-batch one (OneCycleLR), else after each epoch.
+    A `history` from an earlier call is continued from its last epoch.
+    """
     history = history if history is not None else new_history()
+    per_batch = isinstance(scheduler, PER_BATCH_SCHEDULERS)
     for epoch in range(len(history["train_loss"]) + 1, epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
         train_loss, train_acc = train(model, device, train_loader, optimizer, criterion,
-                                      desc=f"Epoch {epoch}/{epochs} lr={lr:g}")
-        test_loss, test_acc = test(model, device, test_loader, criterion)
-        if scheduler is not None:
+                                      scheduler if per_batch else None, amp_dtype,
+                                      desc=f"Epoch {epoch}/{epochs} lr={lr:.3g}")
+        test_loss, test_acc = test(model, device, test_loader, criterion, amp_dtype)
+        if scheduler is not None and not per_batch:
             scheduler.step()
         for key, value in zip(new_history(), (train_loss, train_acc, test_loss, test_acc, lr,
                                               time.perf_counter() - start)):

@@ -1,0 +1,142 @@
+"""The fast path: tensors on the device, batched augmentation, precision choice."""
+
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+import utils
+from conftest import make_digits
+from utils import BLACK, MEAN, STD, TensorLoader, augment, autocast_dtype, fast_loaders, mnist_tensors
+
+
+def bar_image():
+    """A horizontal bar, 20 x 2 pixels, centred: its orientation and length are easy to measure."""
+    image = torch.zeros(28, 28, dtype=torch.uint8)
+    image[13:15, 4:24] = 255
+    return image
+
+
+def orientation_and_length(images):
+    """Per image (in [0, 1]): the angle of the principal axis (degrees) and the spread along it."""
+    n = images.shape[0]
+    w = images.reshape(n, -1).clamp(min=0)
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    ys, xs = ys.flatten(), xs.flatten()
+    mass = w.sum(1)
+    my, mx = (w * ys).sum(1) / mass, (w * xs).sum(1) / mass
+    dy, dx = ys - my[:, None], xs - mx[:, None]
+    mu20, mu02, mu11 = (w * dx * dx).sum(1) / mass, (w * dy * dy).sum(1) / mass, (w * dx * dy).sum(1) / mass
+    angle = 0.5 * torch.atan2(2 * mu11, mu20 - mu02)
+    major = 0.5 * (mu20 + mu02) + torch.sqrt(((mu20 - mu02) / 2) ** 2 + mu11**2)
+    return torch.rad2deg(angle), major.sqrt()
+
+
+def seed_path(image, n):
+    """n draws of the seeds' PIL transforms of `image`, back in [0, 1]."""
+    pil = Image.fromarray(image.numpy())
+    tf = utils.train_transforms()
+    return torch.stack([tf(pil) for _ in range(n)]) * STD + MEAN
+
+
+def fast_path(image, n, seed=0):
+    x = ((image.float() / 255 - MEAN) / STD).expand(n, 1, 28, 28).contiguous()
+    return augment(x, torch.Generator().manual_seed(seed)) * STD + MEAN
+
+
+def test_each_image_gets_its_own_angle():
+    out = fast_path(bar_image(), 64)  # 64 copies of one image in a batch
+    assert len(torch.unique(out.flatten(1), dim=0)) > 56  # a per-batch transform would give one image
+    angles, _ = orientation_and_length(out)
+    assert angles.std() > 5 and angles.abs().max() <= 16
+
+
+def test_augmentation_matches_the_seed_transforms_statistics():
+    torch.manual_seed(0)
+    n = 600
+    seed_out, fast_out = seed_path(bar_image(), n), fast_path(bar_image(), n)
+    (seed_angle, seed_len), (fast_angle, fast_len) = orientation_and_length(seed_out), orientation_and_length(fast_out)
+    uniform_std = 15 / math.sqrt(3)  # angle uniform in +-15 degrees
+    for angle in (seed_angle, fast_angle):
+        assert abs(angle.mean()) < 1.2 and abs(angle.std() - uniform_std) < 0.8
+    # the zoom (p = 0.1) makes the bar 28/22 times longer
+    long_cut = seed_len.median() * (1 + 28 / 22) / 2
+    seed_zoomed, fast_zoomed = (seed_len > long_cut).float().mean(), (fast_len > long_cut).float().mean()
+    assert 0.06 < seed_zoomed < 0.14 and 0.06 < fast_zoomed < 0.14
+    # same ink and contrast on average
+    assert abs(seed_out.mean() - fast_out.mean()) < 0.03 * seed_out.mean()
+    assert abs(seed_out.std() - fast_out.std()) < 0.05 * seed_out.std()
+
+
+def test_outside_the_image_is_filled_black():
+    x = torch.full((8, 1, 28, 28), BLACK)
+    out = augment(x, torch.Generator().manual_seed(0), degrees=15, zoom_p=0.5)
+    torch.testing.assert_close(out, x)
+
+
+def test_mnist_tensors_are_normalised_once(mnist_dir, data_root):
+    images, labels = mnist_tensors(True, torch.device("cpu"), root=data_root, mnist_dir=mnist_dir)
+    raw, raw_labels = make_digits(96, 0)
+    assert images.shape == (96, 1, 28, 28) and images.dtype == torch.float32
+    torch.testing.assert_close(images[:, 0], (raw.float() / 255 - MEAN) / STD)
+    assert torch.equal(labels, raw_labels.long())
+    assert mnist_tensors(False, torch.device("cpu"), size=10, root=data_root)[0].shape[0] == 10
+
+
+def test_tensor_loader_batches_shuffles_by_seed_and_covers_every_image():
+    images, labels = torch.arange(50.0).view(50, 1, 1, 1).expand(50, 1, 28, 28), torch.arange(50)
+
+    def epoch(seed):
+        return [y for _, y in TensorLoader(images, labels, 16, shuffle=True, seed=seed)]
+
+    batches = epoch(0)
+    assert [len(b) for b in batches] == [16, 16, 16, 2] and len(TensorLoader(images, labels, 16)) == 4
+    assert sorted(torch.cat(batches).tolist()) == list(range(50))
+    assert torch.equal(torch.cat(epoch(0)), torch.cat(batches))
+    assert not torch.equal(torch.cat(epoch(1)), torch.cat(batches))
+    loader = TensorLoader(images, labels, 16, shuffle=True, seed=0)
+    assert not torch.equal(torch.cat([y for _, y in loader]), torch.cat([y for _, y in loader]))  # new order each epoch
+    x, y = next(iter(TensorLoader(images, labels, 16)))  # no shuffle: file order, images untouched
+    assert torch.equal(y, torch.arange(16)) and torch.equal(x, images[:16])
+
+
+def test_fast_loaders(mnist_dir, data_root):
+    train_loader, test_loader = fast_loaders(32, seed=0, root=data_root, mnist_dir=mnist_dir)
+    x, y = next(iter(train_loader))
+    assert x.shape == (32, 1, 28, 28) and len(train_loader.dataset) == 96 and len(test_loader.dataset) == 48
+    assert not torch.equal(x, train_loader.images[:32])  # augmented
+
+
+def test_bf16_on_cpus_that_have_it_and_fp32_elsewhere(monkeypatch):
+    monkeypatch.setattr(utils, "cpu_has_fast_bf16", lambda: True)
+    assert autocast_dtype(torch.device("cpu")) == torch.bfloat16
+    monkeypatch.setattr(utils, "cpu_has_fast_bf16", lambda: False)
+    assert autocast_dtype(torch.device("cpu")) is None
+    assert autocast_dtype(torch.device("mps")) is None
+
+
+def test_cpu_flags_decide_bf16(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags : fpu avx2 avx512f avx512_bf16\n")
+    assert utils.cpu_has_fast_bf16(cpuinfo)
+    cpuinfo.write_text("flags : fpu avx2 avx512f\n")
+    assert not utils.cpu_has_fast_bf16(cpuinfo)
+    assert not utils.cpu_has_fast_bf16(tmp_path / "missing")  # not Linux: stay in fp32
+
+
+@pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16])
+def test_training_step_in_each_precision_and_channels_last(amp_dtype):
+    from model import Net
+
+    torch.manual_seed(0)
+    model = Net().to(memory_format=torch.channels_last)
+    images, labels = make_digits(64, 0)
+    x = ((images.float() / 255 - MEAN) / STD).unsqueeze(1)
+    loader = TensorLoader(x, labels.long(), 64, shuffle=True)
+    optimizer, criterion = utils.get_optimizer(model, lr=0.05), utils.get_loss()
+    before, _ = utils.test(model, torch.device("cpu"), loader, criterion, amp_dtype)
+    for _ in range(15):
+        utils.train(model, torch.device("cpu"), loader, optimizer, criterion, amp_dtype=amp_dtype)
+    after, _ = utils.test(model, torch.device("cpu"), loader, criterion, amp_dtype)
+    assert after < 0.5 * before
