@@ -4,6 +4,8 @@ Every model takes normalised (B, 1, 28, 28) images and returns (B, 10) log-proba
 and has `summary()` for the torchinfo table.
 """
 
+from collections import OrderedDict
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -55,3 +57,119 @@ def flat_features(features, input_size=INPUT_SIZE):
     """Number of features `features` makes of one input: the size the first Linear needs."""
     with torch.no_grad():
         return features(torch.zeros(input_size)).flatten(1).shape[1]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# S7: compact models, built step by step from a skeleton to a < 8,000-parameter network (the seed's Model_1 .. Model_9)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def conv_block(c_in, c_out, kernel_size=3, padding=0, bn=False, dropout=0.0):
+    """Conv -> ReLU -> [BatchNorm] -> [Dropout], the seed's unit; the conv has no bias when BatchNorm follows."""
+    layers = [nn.Conv2d(c_in, c_out, kernel_size, padding=padding, bias=not bn), nn.ReLU()]
+    if bn:
+        layers.append(nn.BatchNorm2d(c_out))
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+def transition(c_in, c_out):
+    """1x1 conv squeezing c_in channels to c_out, then a 2x2 max-pool halving the size (the seed's order)."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel_size=1, bias=False), nn.MaxPool2d(2))
+
+
+def gap_head(c_in, n_classes=10):
+    """Global average pooling then a 1x1 conv to the class scores: no large fully connected head."""
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c_in, n_classes, kernel_size=1, bias=False))
+
+
+def blocks(**layers):
+    """An nn.Sequential whose layers keep their names (conv1, trans1, ...) in summary() and state_dict keys."""
+    return nn.Sequential(OrderedDict(layers))
+
+
+class S7Model(MNISTModel):
+    """Base of the S7 models: `features` (conv blocks and a transition), then `head` down to (B, 10, 1, 1)."""
+
+    def forward(self, x):
+        x = self.head(self.features(x))  # (B, 10, 1, 1)
+        return F.log_softmax(x.flatten(1), dim=1)  # (B, 10); flatten, not view: copes with channels_last
+
+
+class S7Skeleton(S7Model):
+    """Step 1: get the structure right (two conv blocks, transition, three conv blocks, conv head); no BN/dropout."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = blocks(
+            conv1=conv_block(1, 16),  # (B, 16, 26, 26), receptive field 3
+            conv2=conv_block(16, 32),  # (B, 32, 24, 24), RF 5
+            trans1=transition(32, 16),  # (B, 16, 12, 12), RF 6
+            conv3=conv_block(16, 16),  # (B, 16, 10, 10), RF 10
+            conv4=conv_block(16, 32),  # (B, 32, 8, 8), RF 14
+            conv5=conv_block(32, 32),  # (B, 32, 6, 6), RF 18
+        )
+        self.head = nn.Conv2d(32, 10, kernel_size=6)  # (B, 10, 1, 1): a 6x6 conv acting as the FC layer
+
+
+class S7Small(S7Model):
+    """Step 2: same structure with fewer channels, to fit the parameter budget (< 10k) before regularising."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = blocks(
+            conv1=conv_block(1, 8),  # (B, 8, 26, 26)
+            conv2=conv_block(8, 16),  # (B, 16, 24, 24)
+            trans1=transition(16, 8),  # (B, 8, 12, 12)
+            conv3=conv_block(8, 8),  # (B, 8, 10, 10)
+            conv4=conv_block(8, 16),  # (B, 16, 8, 8)
+            conv5=conv_block(16, 10),  # (B, 10, 6, 6)
+        )
+        self.head = nn.Conv2d(10, 10, kernel_size=6)  # (B, 10, 1, 1): still the largest layer, 3,610 params
+
+
+class S7Regularised(S7Model):
+    """Step 3: BatchNorm (faster, steadier training), dropout (less overfitting) and GAP in place of the big head."""
+
+    def __init__(self, dropout=0.1):
+        super().__init__()
+        reg = {"bn": True, "dropout": dropout}
+        self.features = blocks(
+            conv1=conv_block(1, 10, **reg),  # (B, 10, 26, 26)
+            conv2=conv_block(10, 16, **reg),  # (B, 16, 24, 24)
+            trans1=transition(16, 10),  # (B, 10, 12, 12)
+            conv3=conv_block(10, 16, **reg),  # (B, 16, 10, 10)
+            conv4=conv_block(16, 16, **reg),  # (B, 16, 8, 8)
+            conv5=conv_block(16, 16, **reg),  # (B, 16, 6, 6)
+        )
+        self.head = gap_head(16)  # (B, 16, 1, 1) -> (B, 10, 1, 1)
+
+
+class S7Final(S7Model):
+    """Step 4, the seed's Model_9 (7,280 params): trimmed channels, a 16->8->16 squeeze at 6x6, light dropout."""
+
+    def __init__(self, dropout=0.05):
+        super().__init__()
+        reg = {"bn": True, "dropout": dropout}
+        self.features = blocks(
+            conv1=conv_block(1, 8, **reg),  # (B, 8, 26, 26)
+            conv2=conv_block(8, 16, **reg),  # (B, 16, 24, 24)
+            trans1=transition(16, 10),  # (B, 10, 12, 12)
+            conv3=conv_block(10, 14, **reg),  # (B, 14, 10, 10)
+            conv4=conv_block(14, 16, **reg),  # (B, 16, 8, 8)
+            conv5=conv_block(16, 8, **reg),  # (B, 8, 6, 6)
+            conv6=conv_block(8, 16, padding=1, **reg),  # (B, 16, 6, 6)
+        )
+        self.head = gap_head(16)  # (B, 16, 1, 1) -> (B, 10, 1, 1)
+
+
+S7_MODELS = {"skeleton": S7Skeleton, "small": S7Small, "regularised": S7Regularised, "final": S7Final}
+MODELS = {"net": Net, **S7_MODELS}
+
+
+def get_model(name):
+    """A new instance of the model registered as `name` in MODELS."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
+    return MODELS[name]()
