@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -16,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.optim as optim
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Subset, TensorDataset
 from torchvision import datasets, transforms
 from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
@@ -115,12 +117,12 @@ MISSING_DATA_HELP = (
 )
 
 
-def train_transforms():
+def train_transforms(degrees=15.0, zoom_p=0.1):
     """The seeds' augmentation: a rare zoom (crop 22 -> 28), then a rotation of up to 15 degrees."""
     return transforms.Compose([
-        transforms.RandomApply([transforms.CenterCrop(22)], p=0.1),
+        transforms.RandomApply([transforms.CenterCrop(22)], p=zoom_p),
         transforms.Resize((28, 28)),
-        transforms.RandomRotation((-15.0, 15.0), fill=0),
+        transforms.RandomRotation((-degrees, degrees), fill=0),
         transforms.ToTensor(),
         transforms.Normalize((MEAN,), (STD,)),
     ])
@@ -151,7 +153,7 @@ def mnist_dataset(train=True, transform=None, root=DATA_DIR, mnist_dir=None):
 
 
 def stage_mnist_files(mnist_dir, raw):
-    """Copy the four MNIST files from `mnist_dir` into torchvision's `raw` folder.
+    """Copy the four MNIST files from `mnist_dir` into torchvision's `raw` folder (again if the folder changed).
 
     A `.gz` must be the original archive (md5 checked here, so that the error names the user's
     file; torchvision extracts it). An uncompressed file must parse as an idx file.
@@ -161,22 +163,29 @@ def stage_mnist_files(mnist_dir, raw):
         raise MNISTDataError(f"MNIST_DIR={str(mnist_dir)!r} is not a folder: point it at the MNIST files' folder.")
     if (src / "MNIST" / "raw").is_dir():  # a torchvision root was given
         src = src / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
+    marker = raw / "SOURCE"  # the folder the staged files came from
+    if src.resolve() == raw.resolve() or (marker.exists() and marker.read_text() == str(src.resolve())
+                                          and all((raw / name).exists() for name in MNIST_FILES)):
+        return
+    copies = []  # check every file before replacing any
     for (gz_name, md5), name in zip(datasets.MNIST.resources, MNIST_FILES):
-        if (raw / name).exists():
-            continue
         if (src / name).exists():
             check_idx_file(src / name)
-            shutil.copyfile(src / name, raw / name)
+            copies.append(src / name)
         elif (src / gz_name).exists():
             if not check_integrity(str(src / gz_name), md5):
-                raise MNISTDataError(
-                    f"{src / gz_name} is corrupt or truncated (its md5 is not the published one): "
-                    "download it again, or replace it with the uncompressed file."
-                )
-            shutil.copyfile(src / gz_name, raw / gz_name)
+                raise MNISTDataError(f"{src / gz_name} is corrupt or truncated (its md5 is not the published one): "
+                                     "download it again, or replace it with the uncompressed file.")
+            copies.append(src / gz_name)
         else:
             raise MNISTDataError(f"{src} has neither {name} nor {gz_name}. {MISSING_DATA_HELP}")
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in MNIST_FILES:
+        (raw / name).unlink(missing_ok=True)
+        (raw / f"{name}.gz").unlink(missing_ok=True)
+    for path in copies:
+        shutil.copyfile(path, raw / path.name)
+    marker.write_text(str(src.resolve()))
 
 
 def check_idx_file(path):
@@ -200,25 +209,25 @@ def broken_file_message(raw):
     return None
 
 
-def classic_loaders(batch_size=512, seed=1, train_size=None, test_size=None, root=DATA_DIR,
-                    mnist_dir=None, device=torch.device("cpu"), num_workers=None):
+def classic_loaders(batch_size=512, seed=1, train_size=None, test_size=None, root=DATA_DIR, mnist_dir=None,
+                    device=torch.device("cpu"), degrees=15.0, zoom_p=0.1, test_batch_size=None, num_workers=None):
     """The seeds' pipeline: PIL transforms per image in `DataLoader` workers.
 
     Returns (train_loader, test_loader); the training set is shuffled by a generator seeded with
     `seed`. `train_size`/`test_size` keep only the first N images (for quick trials).
     """
-    train_set = mnist_dataset(True, train_transforms(), root, mnist_dir)
+    train_set = mnist_dataset(True, train_transforms(degrees, zoom_p), root, mnist_dir)
     test_set = mnist_dataset(False, test_transforms(), root, mnist_dir)
     if train_size:
         train_set = Subset(train_set, range(min(train_size, len(train_set))))
     if test_size:
         test_set = Subset(test_set, range(min(test_size, len(test_set))))
     workers = min(2, os.cpu_count() or 1) if num_workers is None else num_workers
-    kwargs = dict(batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0,
-                  pin_memory=device.type == "cuda")
+    # Workers start afresh each epoch, seeded from `generator`: so a resumed run draws the same augmentations.
+    kwargs = dict(num_workers=workers, pin_memory=device.type == "cuda")
     generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(train_set, shuffle=True, generator=generator, **kwargs)
-    test_loader = DataLoader(test_set, shuffle=False, **kwargs)
+    train_loader = DataLoader(train_set, batch_size, shuffle=True, generator=generator, **kwargs)
+    test_loader = DataLoader(test_set, test_batch_size or batch_size, shuffle=False, **kwargs)
     return train_loader, test_loader
 
 
@@ -276,7 +285,7 @@ class TensorLoader:
 
 
 def fast_loaders(batch_size=512, seed=1, train_size=None, test_size=None, root=DATA_DIR, mnist_dir=None,
-                 device=torch.device("cpu"), degrees=15.0, zoom_p=0.1, test_batch_size=1000):
+                 device=torch.device("cpu"), degrees=15.0, zoom_p=0.1, test_batch_size=None):
     """The fast pipeline: MNIST as tensors on `device`, batched by `TensorLoader`s.
 
     Returns (train_loader, test_loader), as `classic_loaders` does; the training batches are augmented.
@@ -285,39 +294,145 @@ def fast_loaders(batch_size=512, seed=1, train_size=None, test_size=None, root=D
     test_images, test_labels = mnist_tensors(False, device, test_size, root, mnist_dir)
     train_loader = TensorLoader(train_images, train_labels, batch_size, shuffle=True, seed=seed,
                                 degrees=degrees, zoom_p=zoom_p)
-    return train_loader, TensorLoader(test_images, test_labels, test_batch_size)
+    return train_loader, TensorLoader(test_images, test_labels, test_batch_size or 1000)
+
+
+def make_loaders(pipeline, batch_size, seed, device, train_size=None, test_size=None, degrees=15.0, zoom_p=0.1,
+                 root=DATA_DIR, mnist_dir=None, test_batch_size=None):
+    """(train_loader, test_loader) of the 'fast' or the 'classic' pipeline."""
+    if pipeline not in ("fast", "classic"):
+        raise ValueError(f"unknown pipeline {pipeline!r}: use 'fast' or 'classic'")
+    loaders = fast_loaders if pipeline == "fast" else classic_loaders
+    return loaders(batch_size, seed, train_size, test_size, root=root, mnist_dir=mnist_dir, device=device,
+                   degrees=degrees, zoom_p=zoom_p, test_batch_size=test_batch_size)
+
+
+class ImageError(ValueError):
+    """A file that cannot be turned into a digit: missing, empty, not an image, or blank."""
+
+
+def edges(x):
+    """The pixels on the four edges of a 2-D image: mostly paper, in a picture of one digit."""
+    return torch.cat([x[0], x[-1], x[:, 0], x[:, -1]])
+
+
+def load_digit(path):
+    """A photo or drawing of one digit as MNIST-like input: a (1, 1, 28, 28) normalised tensor.
+
+    Done as MNIST was made: grey, ink bright on black (dark-on-light images are inverted), cropped to
+    the ink's bounding box, scaled so that its longer side is 20 px, and centred by centre of mass
+    in 28x28. Any size, colour or grey, with or without transparency.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"no such file: {path}")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path} is empty")
+    try:
+        with Image.open(path) as image:
+            rgba = image.convert("RGBA")
+    except (UnidentifiedImageError, OSError) as e:
+        raise ImageError(f"{path} is not an image that can be read (PNG, JPG, ...): {e}") from None
+    grey = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("L")  # transparent = paper
+    x = transforms.functional.pil_to_tensor(grey)[0].float() / 255  # (H, W) in [0, 1]
+    if edges(x).mean() > 0.5:  # light paper: make the ink the bright part, as in MNIST
+        x = 1 - x
+    x = (x - edges(x).median()).clamp(min=0)  # paper -> black
+    ink = x > 0.2 * x.max() if x.max() > 0.1 else None
+    if ink is None or not ink.any():
+        raise ImageError(f"{path} has no digit in it: the image is blank")
+    rows, cols = ink.any(dim=1).nonzero(), ink.any(dim=0).nonzero()
+    x = x[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]  # bounding box of the ink
+    h, w = x.shape
+    size = (max(1, round(20 * h / max(h, w))), max(1, round(20 * w / max(h, w))))
+    x = transforms.functional.resize(x[None], list(size), antialias=True)[0].clamp(0, 1)  # longer side 20 px
+    x = x / x.max()
+    ys, xs = torch.arange(size[0], dtype=torch.float32), torch.arange(size[1], dtype=torch.float32)
+    cy, cx = (x.sum(1) * ys).sum() / x.sum(), (x.sum(0) * xs).sum() / x.sum()  # centre of mass
+    top = min(max(round(14 - cy.item() - 0.5), 0), 28 - size[0])
+    left = min(max(round(14 - cx.item() - 0.5), 0), 28 - size[1])
+    digit = torch.zeros(28, 28)
+    digit[top : top + size[0], left : left + size[1]] = x
+    return ((digit - MEAN) / STD)[None, None]
 
 
 # ----------------------------------------------------------------------------- training
 
 
-def get_optimizer(model, lr=0.01, momentum=0.9):
-    return optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+SCHEDULES = ("step", "onecycle", "plateau", "none")
 
 
-def get_scheduler(optimizer, step_size=15, gamma=0.1):
-    return optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that defines a training run but the model and the seed."""
+
+    pipeline: str = "fast"  # 'fast': tensors on the device, bf16 where native; 'classic': DataLoader + PIL
+    epochs: int = 20  # passes over the training set
+    batch_size: int = 512  # images per step
+    lr: float = 0.01  # SGD learning rate (the peak one for 'onecycle')
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = False  # Nesterov momentum
+    weight_decay: float = 0.0  # L2 penalty
+    schedule: str = "step"  # one of SCHEDULES
+    step_size: int = 15  # 'step': epochs between drops; 'plateau': epochs without progress before one
+    gamma: float = 0.1  # 'step'/'plateau': factor applied at each drop
+    label_smoothing: float = 0.0  # share of the target spread over the other classes
+    degrees: float = 15.0  # augmentation: rotation uniform in +-degrees
+    zoom_p: float = 0.1  # augmentation: probability of the seeds' zoom (crop 22 -> 28)
 
 
-def get_loss():
-    return nn.NLLLoss()  # the models return log-probabilities
+RECIPES = {
+    "classic": Recipe(pipeline="classic"),  # the seeds' pipeline and recipe, exactly
+    "fast": Recipe(pipeline="fast", epochs=3, batch_size=256, lr=0.05, nesterov=True, schedule="onecycle",
+                   label_smoothing=0.1, degrees=10.0, zoom_p=0.1),
+}
 
 
-def train(model, device, loader, optimizer, criterion, scheduler=None, amp_dtype=None, desc="train"):
+def get_optimizer(model, lr=0.01, momentum=0.9, nesterov=False, weight_decay=0.0):
+    return optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+
+
+def get_scheduler(optimizer, schedule="step", epochs=20, steps_per_epoch=1, step_size=15, gamma=0.1):
+    """The learning-rate schedule: 'step' (StepLR, the seeds'), 'onecycle' (OneCycleLR to the optimizer's lr
+    and down, stepped per batch), 'plateau' (ReduceLROnPlateau on the test loss) or 'none'."""
+    if schedule == "step":
+        return optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
+    if schedule == "onecycle":
+        return optim.lr_scheduler.OneCycleLR(optimizer, max_lr=optimizer.param_groups[0]["lr"], epochs=epochs,
+                                             steps_per_epoch=steps_per_epoch, pct_start=0.25,
+                                             anneal_strategy="linear")
+    if schedule == "plateau":
+        return optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=gamma, patience=step_size)
+    if schedule == "none":
+        return None
+    raise ValueError(f"unknown schedule {schedule!r}: use one of {', '.join(SCHEDULES)}")
+
+
+def get_loss(label_smoothing=0.0):
+    """NLL on the models' log-probabilities; with label smoothing, cross-entropy (log_softmax of
+    log-probabilities changes nothing, so it applies to them as they are)."""
+    return nn.CrossEntropyLoss(label_smoothing=label_smoothing) if label_smoothing else nn.NLLLoss()
+
+
+def train(model, device, loader, optimizer, criterion, scheduler=None, amp_dtype=None, desc="train",
+          log_interval=None):
     """One epoch of training; returns (mean loss, accuracy %) over the epoch.
 
     `scheduler`, if given, is stepped after every batch (OneCycleLR and the like); `amp_dtype`
-    (see `autocast_dtype`) runs the forward pass in mixed precision.
+    (see `autocast_dtype`) runs the forward pass in mixed precision. With `log_interval`, a plain
+    line every that many batches replaces the progress bar.
     """
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
-    pbar = tqdm(loader, desc=desc)
+    pbar = tqdm(loader, desc=desc, disable=log_interval is not None)
     for x, y in pbar:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             output = model(x)
             loss = criterion(output, y)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"the training loss became {loss.item()} (batch {seen // len(y) + 1})")
         loss.backward()
         optimizer.step()
         if scheduler is not None:
@@ -326,6 +441,8 @@ def train(model, device, loader, optimizer, criterion, scheduler=None, amp_dtype
         correct += (output.argmax(dim=1) == y).sum().item()
         seen += len(y)
         pbar.set_postfix_str(f"loss={loss.item():.4f} acc={100 * correct / seen:.2f}%")
+        if log_interval and pbar.n % log_interval == 0:
+            print(f"{desc} [{seen}/{len(loader.dataset)}] loss {loss.item():.4f} acc {100 * correct / seen:.2f}%")
     return total_loss / seen, 100 * correct / seen
 
 
@@ -353,28 +470,116 @@ def new_history():
 PER_BATCH_SCHEDULERS = (optim.lr_scheduler.OneCycleLR, optim.lr_scheduler.CyclicLR)
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the weights are lost, the last checkpoint and the history are not."""
+
+
 def fit(model, device, train_loader, test_loader, optimizer, scheduler, criterion, epochs, history=None,
-        amp_dtype=None):
+        amp_dtype=None, checkpoint=None, config=None, log_interval=None):
     """Train for `epochs` epochs, testing after each; returns the history.
 
-    The scheduler is stepped after each batch if it is a per-batch one (OneCycleLR), else after each epoch.
-    A `history` from an earlier call is continued from its last epoch.
+    The scheduler is stepped after each batch if it is a per-batch one (OneCycleLR), with the test loss
+    if it is ReduceLROnPlateau, else after each epoch. A `history` from an earlier call (or a checkpoint)
+    is continued from its last epoch. With `checkpoint` (a path), everything needed to resume is saved
+    there after every epoch. Ctrl-C stops training and returns the history so far; a diverging loss
+    raises TrainingDiverged, which carries the history.
     """
     history = history if history is not None else new_history()
     per_batch = isinstance(scheduler, PER_BATCH_SCHEDULERS)
-    for epoch in range(len(history["train_loss"]) + 1, epochs + 1):
-        lr = optimizer.param_groups[0]["lr"]
-        start = time.perf_counter()
-        train_loss, train_acc = train(model, device, train_loader, optimizer, criterion,
-                                      scheduler if per_batch else None, amp_dtype,
-                                      desc=f"Epoch {epoch}/{epochs} lr={lr:.3g}")
-        test_loss, test_acc = test(model, device, test_loader, criterion, amp_dtype)
-        if scheduler is not None and not per_batch:
-            scheduler.step()
-        for key, value in zip(new_history(), (train_loss, train_acc, test_loss, test_acc, lr,
-                                              time.perf_counter() - start)):
-            history[key].append(value)
+    try:
+        for epoch in range(len(history["train_loss"]) + 1, epochs + 1):
+            lr = optimizer.param_groups[0]["lr"]
+            start = time.perf_counter()
+            train_loss, train_acc = train(model, device, train_loader, optimizer, criterion,
+                                          scheduler if per_batch else None, amp_dtype,
+                                          f"Epoch {epoch}/{epochs} lr={lr:.3g}", log_interval)
+            test_loss, test_acc = test(model, device, test_loader, criterion, amp_dtype)
+            if isinstance(scheduler, optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(test_loss)
+            elif scheduler is not None and not per_batch:
+                scheduler.step()
+            for key, value in zip(new_history(), (train_loss, train_acc, test_loss, test_acc, lr,
+                                                  time.perf_counter() - start)):
+                history[key].append(value)
+            if checkpoint:
+                save_checkpoint(checkpoint, model, optimizer, scheduler, history, train_loader, config)
+    except KeyboardInterrupt:
+        done = len(history["train_loss"])
+        saved = f"; the checkpoint of epoch {done} is {checkpoint}" if checkpoint and done else ""
+        print(f"Interrupted: kept the history of {done} finished epoch(s){saved}.")
+    except TrainingDiverged as e:
+        saved = f" The checkpoint of epoch {len(history['train_loss'])} is {checkpoint}." if checkpoint else ""
+        error = TrainingDiverged(f"{e} in epoch {len(history['train_loss']) + 1}: lower the learning rate "
+                                 f"(it was {optimizer.param_groups[0]['lr']:.3g}).{saved}")
+        error.history = history
+        raise error from None
     return history
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: unreadable, or for another model."""
+
+
+def save_checkpoint(path, model, optimizer, scheduler, history, train_loader, config=None):
+    """Write all that a run needs to go on exactly where it stopped (atomically: a crash leaves the old one)."""
+    state = {
+        "model_name": type(model).__name__,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "epoch": len(history["train_loss"]),
+        "history": history,
+        "rng": {"torch": torch.get_rng_state(), "loader": train_loader.generator.get_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "config": config or {},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+
+
+def read_checkpoint(path):
+    """The checkpoint dict at `path` (tensors on the CPU), or CheckpointError saying what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load fails in many ways on a damaged file; all mean the same here
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): "
+                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if not isinstance(state, dict) or "model" not in state or "model_name" not in state:
+        raise CheckpointError(f"{path} is not a checkpoint written by this repo (no model state in it)")
+    return state
+
+
+def load_checkpoint(path, model, optimizer=None, scheduler=None, train_loader=None):
+    """Restore a `save_checkpoint` file into the given objects; returns (history, config).
+
+    Restores the RNG states too, so that a resumed CPU run ends exactly as an uninterrupted one.
+    """
+    state = read_checkpoint(path)
+    if state["model_name"] != type(model).__name__:
+        raise CheckpointError(f"{path} holds a {state['model_name']} model, not a {type(model).__name__}: "
+                              "choose the model it was trained with, or another checkpoint")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not fit {type(model).__name__}: {str(e).splitlines()[0]}") from None
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state["scheduler"] is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if state["rng"]["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    if train_loader is not None:
+        train_loader.generator.set_state(state["rng"]["loader"])
+    return state["history"], state["config"]
 
 
 @torch.no_grad()

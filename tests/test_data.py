@@ -117,3 +117,15 @@ def test_subsets_keep_the_first_images(mnist_dir, data_root):
     train_loader, test_loader = classic_loaders(8, train_size=20, test_size=10, root=data_root,
                                                 mnist_dir=mnist_dir, num_workers=0)
     assert len(train_loader.dataset) == 20 and len(test_loader.dataset) == 10
+
+
+def test_a_new_mnist_dir_replaces_the_staged_files(mnist_dir, data_root, tmp_path):
+    assert len(mnist_dataset(False, root=data_root, mnist_dir=mnist_dir)) == 48
+    other = tmp_path / "other"
+    other.mkdir()
+    for prefix, n in (("train", 10), ("t10k", 5)):
+        images, labels = make_digits(n, 7)
+        write_idx(other / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(other / f"{prefix}-labels-idx1-ubyte", labels)
+    assert len(mnist_dataset(False, root=data_root, mnist_dir=other)) == 5
+    assert len(mnist_dataset(False, root=data_root)) == 5  # without MNIST_DIR: what is staged

@@ -1,0 +1,239 @@
+"""main.py end to end on tiny synthetic MNIST: training, outputs, resume, predict, and every bad input."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+import main
+import utils
+
+
+@pytest.fixture
+def run(capsys):
+    """Call main.main(args); returns (exit code, stdout, stderr)."""
+
+    def call(*args):
+        try:
+            code = main.main([str(a) for a in args])
+        except SystemExit as e:  # argparse's own errors
+            code = e.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
+
+
+@pytest.fixture
+def train_args(mnist_dir, data_root, tmp_path):
+    """Flags for a quick run on the synthetic files (96 training images, 3 batches), outputs in tmp_path."""
+    return ["train", "--data-dir", mnist_dir, "--data-root", data_root, "--out", tmp_path / "out",
+            "--checkpoint", tmp_path / "ck.pt", "--batch-size", 32, "--test-batch-size", 16]
+
+
+def one_error_line(err):
+    """The one `error:` line, last on stderr (progress bars may come before it), with no traceback."""
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0] and "Traceback" not in err, err
+    return errors[0]
+
+
+def test_train_writes_plots_history_checkpoint_and_a_final_line(run, train_args, tmp_path):
+    code, out, err = run(*train_args, "--epochs", 2, "--save-model")
+    assert code == 0, err
+    assert out.strip().splitlines()[-1].startswith("Final test accuracy")
+    for name in ("history.json", "stats.png", "missed.png", "correct.png", "confusion.png", "net_weights.pt"):
+        assert (tmp_path / "out" / name).exists(), name
+    assert len(json.loads((tmp_path / "out" / "history.json").read_text())["test_acc"]) == 2
+    state = utils.read_checkpoint(tmp_path / "ck.pt")
+    assert state["epoch"] == 2 and state["config"]["model"] == "net" and state["config"]["recipe"]["epochs"] == 2
+
+
+def test_train_is_the_default_command(run, train_args):
+    code, out, _ = run(*train_args[1:], "--epochs", 1, "--model", "final", "--log-interval", 1)
+    assert code == 0 and "[32/96]" in out  # --log-interval: plain progress lines
+
+
+def test_dry_run(run, train_args):
+    code, out, _ = run(*train_args, "--dry-run")
+    assert code == 0 and "after 1 epochs" in out
+
+
+def test_help_lists_the_flags(run):
+    code, out, _ = run("train", "--help")
+    assert code == 0
+    for flag in ("--batch-size", "--test-batch-size", "--epochs", "--lr", "--gamma", "--seed", "--no-accel",
+                 "--dry-run", "--log-interval", "--save-model", "--model", "--data-dir", "--device", "--out",
+                 "--resume", "--recipe", "--schedule", "--label-smoothing"):
+        assert flag in out, flag
+
+
+def interrupt_in_epoch(monkeypatch, epoch):
+    """Make Ctrl-C arrive during the given epoch (while it is being tested)."""
+    real_test, calls = utils.test, []
+
+    def test(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == epoch:
+            raise KeyboardInterrupt
+        return real_test(*args, **kwargs)
+
+    monkeypatch.setattr(utils, "test", test)
+
+
+@pytest.mark.parametrize("pipeline", ["fast", "classic"])
+def test_interrupted_and_resumed_run_ends_exactly_as_an_uninterrupted_one(run, train_args, tmp_path, monkeypatch,
+                                                                          pipeline):
+    common = [*train_args[:-6], "--batch-size", 32, "--test-batch-size", 16, "--epochs", 3, "--pipeline", pipeline,
+              "--schedule", "onecycle", "--out", tmp_path / "out"]
+    assert run(*common, "--checkpoint", tmp_path / "whole.pt")[0] == 0
+
+    with monkeypatch.context() as patch:
+        interrupt_in_epoch(patch, 2)
+        code, out, err = run(*common, "--checkpoint", tmp_path / "part.pt")
+    assert code == 130 and "kept the history of 1 finished epoch" in out and "--resume" in err
+    assert json.loads((tmp_path / "out" / "history.json").read_text())["test_acc"]  # nothing lost
+    code, out, _ = run("train", "--resume", tmp_path / "part.pt", "--data-root", train_args[4],
+                       "--data-dir", train_args[2], "--out", tmp_path / "out", "--test-batch-size", 16)
+    assert code == 0 and "after epoch 1" in out
+
+    whole, part = utils.read_checkpoint(tmp_path / "whole.pt"), utils.read_checkpoint(tmp_path / "part.pt")
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
+        assert whole["history"][key] == part["history"][key], key
+    for name, tensor in whole["model"].items():
+        assert torch.equal(tensor, part["model"][name]), name
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_no_internet_and_no_data(run, data_root, offline, tmp_path):
+    code, _, err = run("train", "--data-root", data_root, "--out", tmp_path / "out")
+    assert code == 1 and "MNIST_DIR" in one_error_line(err)
+
+
+def test_truncated_idx_file(run, train_args, mnist_dir):
+    path = mnist_dir / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:3000])
+    code, _, err = run(*train_args)
+    assert code == 1 and "train-images-idx3-ubyte is not a valid MNIST idx file" in one_error_line(err)
+
+
+def test_wrong_magic_idx_file(run, train_args, mnist_dir):
+    path = mnist_dir / "t10k-labels-idx1-ubyte"
+    path.write_bytes(b"\x00\x00\x09\x09" + path.read_bytes()[4:])
+    code, _, err = run(*train_args)
+    assert code == 1 and "t10k-labels-idx1-ubyte is not a valid" in one_error_line(err)
+
+
+@pytest.mark.parametrize("flag, value", [("--epochs", 0), ("--lr", -0.1), ("--lr", "nan"), ("--batch-size", 0),
+                                         ("--epochs", "two")])
+def test_non_positive_numbers(run, train_args, flag, value):
+    code, _, err = run(*train_args, flag, value)
+    assert code == 2 and flag in err.strip().splitlines()[-1] and "Traceback" not in err
+
+
+def test_unknown_model(run, train_args):
+    code, _, err = run(*train_args, "--model", "resnet")
+    assert code == 2 and "invalid choice: 'resnet'" in err
+
+
+def test_unknown_device(run, train_args):
+    code, _, err = run(*train_args, "--device", "tpu")
+    assert code == 1 and "unknown device 'tpu'" in one_error_line(err)
+
+
+def test_diverging_loss_stops_and_keeps_history_and_checkpoint(run, train_args, tmp_path, monkeypatch):
+    real_get_loss = utils.get_loss
+
+    def nan_after_four_batches(label_smoothing=0.0):
+        criterion, calls = real_get_loss(label_smoothing), []
+
+        def loss(output, target):
+            calls.append(1)
+            return criterion(output, target) * (float("nan") if len(calls) > 4 else 1.0)
+
+        return loss
+
+    monkeypatch.setattr(utils, "get_loss", nan_after_four_batches)
+    code, _, err = run(*train_args, "--epochs", 3)
+    line = one_error_line(err)
+    assert code == 1 and "became nan" in line and "lower the learning rate" in line and "epoch 1" in line
+    assert len(json.loads((tmp_path / "out" / "history.json").read_text())["test_acc"]) == 1
+    assert utils.read_checkpoint(tmp_path / "ck.pt")["epoch"] == 1
+
+
+def test_checkpoint_of_another_model(run, train_args, tmp_path):
+    assert run(*train_args, "--epochs", 1)[0] == 0
+    code, _, err = run(*train_args, "--resume", tmp_path / "ck.pt", "--model", "final")
+    assert code == 1 and "holds a Net model, not a S7Final" in one_error_line(err)
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint at all", "half"])
+def test_corrupt_checkpoint(run, train_args, tmp_path, content):
+    assert run(*train_args, "--epochs", 1)[0] == 0
+    path = tmp_path / "ck.pt"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2] if content == "half" else content)
+    code, _, err = run(*train_args, "--resume", path)
+    assert code == 1 and "is not a readable checkpoint" in one_error_line(err)
+    code, _, err = run("predict", tmp_path / "x.png", "--checkpoint", path)
+    assert code == 1
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+def draw_seven(path, size=(180, 240), ink="black", paper="white", mode="RGB"):
+    image = Image.new(mode, size, paper)
+    ImageDraw.Draw(image).line([(30, 40), (150, 40), (70, 210)], fill=ink, width=16)
+    image.save(path)
+    return path
+
+
+@pytest.fixture
+def checkpoint(run, train_args, tmp_path):
+    assert run(*train_args, "--epochs", 1)[0] == 0
+    return tmp_path / "ck.pt"
+
+
+def test_predict_prints_digit_and_probabilities_and_shows_the_view(run, checkpoint, tmp_path):
+    images = [draw_seven(tmp_path / "a.png"), draw_seven(tmp_path / "b.jpg", ink=(250, 250, 250), paper=(0, 0, 40))]
+    code, out, _ = run("predict", *images, "--checkpoint", checkpoint, "--show", "--out", tmp_path / "views")
+    assert code == 0
+    lines = [line for line in out.splitlines() if line.startswith(str(tmp_path / "a.png"))]
+    assert len(lines) == 1 and "9:" in lines[0] and "%" in lines[0]
+    assert (tmp_path / "views" / "a_28x28.png").exists() and (tmp_path / "views" / "b_28x28.png").exists()
+
+
+@pytest.mark.parametrize("problem", ["missing", "empty", "not an image", "blank"])
+def test_predict_bad_files(run, checkpoint, tmp_path, problem):
+    path = tmp_path / "digit.png"
+    if problem == "empty":
+        path.write_bytes(b"")
+    elif problem == "not an image":
+        path.write_text("hello")
+    elif problem == "blank":
+        Image.new("L", (50, 50), 255).save(path)
+    code, _, err = run("predict", path, "--checkpoint", checkpoint)
+    expected = {"missing": "no such file", "empty": "is empty", "not an image": "is not an image",
+                "blank": "no digit in it"}[problem]
+    assert code == 1 and expected in one_error_line(err)
+
+
+def test_load_digit_makes_mnist_like_input(tmp_path):
+    views = [utils.load_digit(draw_seven(tmp_path / f"{i}.png", *args)) * utils.STD + utils.MEAN
+             for i, args in enumerate([((180, 240),), ((600, 400), (40, 40, 40), (230, 220, 200)),
+                                       ((90, 90), 255, 0, "L")])]
+    for x in views:
+        x = x[0, 0]
+        assert x.shape == (28, 28) and x.max() > 0.9 and x[0].max() < 0.05  # bright ink, black margin
+        rows, cols = (x > 0.2).any(1).nonzero(), (x > 0.2).any(0).nonzero()
+        assert max(rows.max() - rows.min(), cols.max() - cols.min()) + 1 in (19, 20, 21)  # longer side ~20 px
+        ys = torch.arange(28.0)
+        cy, cx = (x.sum(1) * ys).sum() / x.sum(), (x.sum(0) * ys).sum() / x.sum()
+        assert abs(cy - 13.5) < 1 and abs(cx - 13.5) < 1  # centred by centre of mass
+    transparent = Image.new("RGBA", (100, 100), (0, 0, 0, 0))
+    ImageDraw.Draw(transparent).line([(50, 10), (50, 90)], fill=(0, 0, 0, 255), width=10)
+    transparent.save(tmp_path / "t.png")
+    assert utils.load_digit(tmp_path / "t.png").max() > 2  # ink on transparent paper is found
