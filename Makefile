@@ -2,10 +2,12 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The notebook smoke test: one epoch on a few real images, figures to a scratch folder.
-NB_SMOKE_ENV := EPOCHS=1 TRAIN_SIZE=1024 TEST_SIZE=1000 IMAGES_DIR=$(or $(TMPDIR),/tmp)/mnist-nb-images
+EXECUTE := $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1
+# The notebooks' smoke test: one epoch on a few real images, outputs to a scratch folder.
+SCRATCH := $(or $(TMPDIR),/tmp)/mnist-notebook-smoke
+SMOKE_ENV := EPOCHS=1 TRAIN_SIZE=1024 TEST_SIZE=1000 IMAGES_DIR=$(SCRATCH)/images CHECKPOINT=$(SCRATCH)/s5.pt
 
-.PHONY: train test lint clean
+.PHONY: train s7 test bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,12 +21,20 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-# Execute S5.ipynb in place with its default parameters: refreshes its outputs and images/.
+# Run S5.ipynb with its default parameters, in place: refreshes its outputs and images/.
 train: $(VENV)/.runtime
-	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 S5.ipynb
+	$(EXECUTE) S5.ipynb
+
+# Run the S7 progression notebook the same way.
+s7: $(VENV)/.runtime
+	$(EXECUTE) S7.ipynb
 
 test: $(VENV)/.dev
-	$(NB_SMOKE_ENV) $(BIN)/python -m pytest tests --nbmake S5.ipynb --nbmake-timeout=900
+	$(SMOKE_ENV) $(BIN)/python -m pytest tests --nbmake S5.ipynb S7.ipynb --nbmake-timeout=900
+
+# The benchmark: writes BENCHMARKS.md and bench/results.json (about 25 minutes on 2 CPU cores).
+bench: $(VENV)/.runtime
+	$(BIN)/python -m bench.run
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -135,23 +135,18 @@ def train(args):
               "recipe": asdict(recipe)}
 
     utils.seed_everything(seed)
-    train_loader, test_loader = utils.make_loaders(
-        recipe.pipeline, recipe.batch_size, seed, device, train_size, test_size, recipe.degrees, recipe.zoom_p,
-        root=args.data_root, mnist_dir=args.data_dir, test_batch_size=args.test_batch_size)
-    model = get_model(model_name).to(device, memory_format=torch.channels_last)
-    optimizer = utils.get_optimizer(model, recipe.lr, recipe.momentum, recipe.nesterov, recipe.weight_decay)
-    scheduler = utils.get_scheduler(optimizer, recipe.schedule, recipe.epochs, len(train_loader), recipe.step_size,
-                                    recipe.gamma)
+    model = get_model(model_name)
+    train_loader, test_loader, optimizer, scheduler, criterion, amp_dtype = utils.prepare(
+        recipe, model, seed, device, train_size, test_size, args.data_root, args.data_dir, args.test_batch_size)
     history = None
     if args.resume:
         history, _ = utils.load_checkpoint(args.resume, model, optimizer, scheduler, train_loader)
         print(f"Resuming {model_name} from {args.resume} after epoch {len(history['train_loss'])}")
-    amp_dtype = utils.autocast_dtype(device) if recipe.pipeline == "fast" else None
     print(f"{model_name} on {device} ({amp_dtype or torch.float32}), {recipe}")
 
     try:
-        history = utils.fit(model, device, train_loader, test_loader, optimizer, scheduler,
-                            utils.get_loss(recipe.label_smoothing), recipe.epochs, history, amp_dtype,
+        history = utils.fit(model, device, train_loader, test_loader, optimizer, scheduler, criterion,
+                            recipe.epochs, history, amp_dtype,
                             checkpoint=checkpoint, config=config, log_interval=args.log_interval)
     except utils.TrainingDiverged as e:
         save_outputs(args.out, e.history, model_name, None, device, test_loader)

@@ -399,7 +399,7 @@ def get_scheduler(optimizer, schedule="step", epochs=20, steps_per_epoch=1, step
         return optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
     if schedule == "onecycle":
         return optim.lr_scheduler.OneCycleLR(optimizer, max_lr=optimizer.param_groups[0]["lr"], epochs=epochs,
-                                             steps_per_epoch=steps_per_epoch, pct_start=0.25,
+                                             steps_per_epoch=steps_per_epoch, pct_start=0.3,
                                              anneal_strategy="linear")
     if schedule == "plateau":
         return optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=gamma, patience=step_size)
@@ -580,6 +580,46 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None, train_loader=No
     if train_loader is not None:
         train_loader.generator.set_state(state["rng"]["loader"])
     return state["history"], state["config"]
+
+
+def prepare(recipe, model, seed, device, train_size=None, test_size=None, root=DATA_DIR, mnist_dir=None,
+            test_batch_size=None):
+    """Everything `fit` needs to train `model` with `recipe`, built in the notebook's order.
+
+    Moves the model to `device` (channels_last); returns (train_loader, test_loader, optimizer,
+    scheduler, criterion, amp_dtype). The fast pipeline trains in bf16 where the hardware has it.
+    """
+    train_loader, test_loader = make_loaders(recipe.pipeline, recipe.batch_size, seed, device, train_size,
+                                             test_size, recipe.degrees, recipe.zoom_p, root, mnist_dir,
+                                             test_batch_size)
+    model.to(device, memory_format=torch.channels_last)
+    optimizer = get_optimizer(model, recipe.lr, recipe.momentum, recipe.nesterov, recipe.weight_decay)
+    scheduler = get_scheduler(optimizer, recipe.schedule, recipe.epochs, len(train_loader), recipe.step_size,
+                              recipe.gamma)
+    amp_dtype = autocast_dtype(device) if recipe.pipeline == "fast" else None
+    return train_loader, test_loader, optimizer, scheduler, get_loss(recipe.label_smoothing), amp_dtype
+
+
+def train_model(model, recipe, seed=1, device=torch.device("cpu"), train_size=None, test_size=None,
+                mnist_dir=None):
+    """Train `model` from scratch with `recipe` (seeded): `prepare` + `fit`; returns the history."""
+    seed_everything(seed)
+    parts = prepare(recipe, model, seed, device, train_size, test_size, mnist_dir=mnist_dir)
+    train_loader, test_loader, optimizer, scheduler, criterion, amp_dtype = parts
+    return fit(model, device, train_loader, test_loader, optimizer, scheduler, criterion, recipe.epochs,
+               amp_dtype=amp_dtype)
+
+
+def results_row(name, model, history, target=99.4, last=3):
+    """One row of a progression table: parameters, best/final accuracies, and whether the last `last` epochs
+    all reach `target`% on the test set."""
+    return {
+        "model": name, "params": sum(p.numel() for p in model.parameters()), "epochs": len(history["test_acc"]),
+        "best_train": max(history["train_acc"]), "final_train": history["train_acc"][-1],
+        "best_test": max(history["test_acc"]), "final_test": history["test_acc"][-1],
+        f"last_{last}_at_target": all(acc >= target for acc in history["test_acc"][-last:]),
+        "minutes": sum(history["seconds"]) / 60,
+    }
 
 
 @torch.no_grad()

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -78,3 +79,99 @@ def test_predictions_and_confusion_matrix():
     assert images.shape == (40, 1, 28, 28) and targets.shape == preds.shape == (40,)
     cm = confusion_matrix(torch.tensor([0, 0, 1, 2, 2]), torch.tensor([0, 1, 1, 2, 0]), num_classes=3)
     assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]
+
+
+def test_schedulers_by_name():
+    optimizer = get_optimizer(Net(), lr=0.1)
+    assert isinstance(get_scheduler(optimizer, "step"), torch.optim.lr_scheduler.StepLR)
+    assert get_scheduler(optimizer, "none") is None
+    onecycle = get_scheduler(optimizer, "onecycle", epochs=2, steps_per_epoch=5)
+    assert onecycle.total_steps == 10 and optimizer.param_groups[0]["lr"] < 0.1  # starts low, peaks at 0.1
+    with pytest.raises(ValueError, match="unknown schedule 'cosine'"):
+        get_scheduler(optimizer, "cosine")
+
+
+def test_onecycle_is_stepped_per_batch_by_fit():
+    seed_everything(0)
+    model = Net()
+    optimizer = get_optimizer(model, lr=0.05)
+    scheduler = get_scheduler(optimizer, "onecycle", epochs=2, steps_per_epoch=2)
+    fit(model, CPU, tiny_loader(64, 32), tiny_loader(32), optimizer, scheduler, get_loss(), epochs=2)
+    assert scheduler.last_epoch == 4  # 2 epochs x 2 batches, and no error for stepping past the end
+
+
+def test_plateau_scheduler_watches_the_test_loss(monkeypatch):
+    """ReduceLROnPlateau cuts the rate once the test loss has not improved for `step_size` epochs."""
+    seed_everything(0)
+    model = Net()
+    optimizer = get_optimizer(model, lr=0.01)
+    scheduler = get_scheduler(optimizer, "plateau", step_size=1, gamma=0.5)
+    test_losses = iter([1.0, 0.5, 0.6, 0.7, 0.8])
+    monkeypatch.setattr(utils, "test", lambda *args, **kwargs: (next(test_losses), 50.0))
+    history = fit(model, CPU, tiny_loader(32, 32), tiny_loader(32), optimizer, scheduler, get_loss(), epochs=5)
+    assert history["lr"] == [0.01, 0.01, 0.01, 0.01, 0.005]  # 2 epochs worse than the best > patience 1
+
+
+def test_label_smoothing_loss_works_on_log_probabilities():
+    log_probs = torch.log_softmax(torch.randn(8, 10), dim=1)
+    target = torch.randint(0, 10, (8,))
+    torch.testing.assert_close(get_loss(0.0)(log_probs, target), torch.nn.CrossEntropyLoss()(log_probs, target))
+    assert get_loss(0.1)(log_probs, target) != get_loss(0.0)(log_probs, target)
+
+
+def test_ctrl_c_keeps_the_history_and_the_checkpoint(monkeypatch, tmp_path, capsys):
+    seed_everything(0)
+    model = Net()
+    optimizer = get_optimizer(model)
+    real_train, calls = utils.train, []
+
+    def train_then_ctrl_c(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(utils, "train", train_then_ctrl_c)
+    loader = tiny_loader()
+    history = fit(model, CPU, loader, tiny_loader(32), optimizer, None, get_loss(), 5, checkpoint=tmp_path / "c.pt")
+    assert len(history["train_loss"]) == 1 and "kept the history of 1 finished epoch" in capsys.readouterr().out
+    restored, _ = utils.load_checkpoint(tmp_path / "c.pt", Net())
+    assert restored["train_loss"] == history["train_loss"]
+
+
+def test_diverging_loss_raises_with_the_history():
+    seed_everything(0)
+    model = Net()
+    optimizer = get_optimizer(model, lr=1e6)  # far too high: the loss overflows within a few steps
+    with pytest.raises(utils.TrainingDiverged, match="lower the learning rate") as info:
+        fit(model, CPU, tiny_loader(128, 16), tiny_loader(32), optimizer, None, get_loss(), epochs=3)
+    assert len(info.value.history["train_loss"]) < 3
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(utils.CheckpointError, match="no checkpoint at"):
+        utils.read_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"\x00" * 100)
+    with pytest.raises(utils.CheckpointError, match="not a readable checkpoint"):
+        utils.read_checkpoint(tmp_path / "junk.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(utils.CheckpointError, match="not a checkpoint written by this repo"):
+        utils.read_checkpoint(tmp_path / "other.pt")
+
+
+def test_train_model_and_results_row():
+    from model import S7Final
+
+    seed_everything(0)
+    model = S7Final()
+    recipe = utils.Recipe(epochs=2, batch_size=32, lr=0.05, schedule="onecycle")
+    monkey_loaders = (tiny_loader(64, 32), tiny_loader(32))
+    original = utils.make_loaders
+    utils.make_loaders = lambda *args, **kwargs: monkey_loaders
+    try:
+        history = utils.train_model(model, recipe, seed=0)
+    finally:
+        utils.make_loaders = original
+    row = utils.results_row("final", model, history)
+    assert row["params"] == 7280 and row["epochs"] == 2 and row["final_test"] == history["test_acc"][-1]
+    assert row["last_3_at_target"] == all(acc >= 99.4 for acc in history["test_acc"])

@@ -1,0 +1,205 @@
+"""`make bench`: the seed pipeline against the fast path, and the S7 model, on this machine.
+
+Writes BENCHMARKS.md (tables) and bench/results.json (every figure, the machine, the date, the command).
+Each timed training run is a child process of this one, so that its peak memory is its own.
+
+    python -m bench.run                      # everything (about 20 min on 2 CPU cores)
+    python -m bench.run --only throughput    # one section: throughput, classic, fast, s7, gpu
+"""
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+import utils
+from model import Net, get_model
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results.json"
+REPORT = ROOT / "BENCHMARKS.md"
+
+THROUGHPUT_BATCHES = 30  # timed batches of 512 per pipeline, after WARMUP_BATCHES
+WARMUP_BATCHES = 3
+SEEDS = (1, 2, 3)
+S5_TARGET, S7_TARGET = 99.4, 99.4
+
+
+# ----------------------------------------------------------------------------- measurements
+
+
+def machine():
+    """What the figures were measured on."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return {"cpu": cpu, "cores": torch.get_num_threads(), "bf16_native": utils.cpu_has_fast_bf16(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "torch": torch.__version__, "python": platform.python_version(), "os": platform.platform()}
+
+
+def train_steps_per_second(loader, model, device, amp_dtype, batches):
+    """Images per second of plain training steps drawn from `loader` (data loading included)."""
+    optimizer, criterion = utils.get_optimizer(model), utils.get_loss()
+    model.train()
+    it = iter(loader)
+    for i in range(WARMUP_BATCHES + batches):
+        if i == WARMUP_BATCHES:
+            sync(device)
+            start, images = time.perf_counter(), 0
+        x, y = next(it)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+        if i >= WARMUP_BATCHES:
+            images += len(y)
+    sync(device)
+    return images / (time.perf_counter() - start)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def throughput(mnist_dir):
+    """Seed pipeline vs fast path, back to back, over the same number of batches of 512."""
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    classic, _ = utils.classic_loaders(512, seed=0, mnist_dir=mnist_dir)
+    seed_ips = train_steps_per_second(classic, Net(), device, None, THROUGHPUT_BATCHES)
+    print(f"seed pipeline: {seed_ips:.0f} img/s", flush=True)
+    torch.manual_seed(0)
+    fast, _ = utils.fast_loaders(512, seed=0, mnist_dir=mnist_dir, device=device)
+    model = Net().to(memory_format=torch.channels_last)
+    fast_ips = train_steps_per_second(fast, model, device, utils.autocast_dtype(device), THROUGHPUT_BATCHES)
+    print(f"fast path: {fast_ips:.0f} img/s ({fast_ips / seed_ips:.2f}x)", flush=True)
+    return {"batch_size": 512, "batches": THROUGHPUT_BATCHES, "seed_img_s": seed_ips, "fast_img_s": fast_ips,
+            "ratio": fast_ips / seed_ips, "fast_precision": str(utils.autocast_dtype(device) or torch.float32)}
+
+
+def timed_run(model_name, recipe, seed, device_name, mnist_dir, epochs=None):
+    """One training run in a child process: accuracy per epoch, seconds, peak memory."""
+    spec = {"model": model_name, "recipe": asdict(replace(recipe, epochs=epochs or recipe.epochs)), "seed": seed,
+            "device": device_name, "mnist_dir": mnist_dir}
+    out = ROOT / "bench" / f".child-{model_name}-{seed}.json"
+    subprocess.run([sys.executable, "-m", "bench.run", "--child", json.dumps(spec), "--child-out", str(out)],
+                   cwd=ROOT, check=True)
+    result = json.loads(out.read_text())
+    out.unlink()
+    return result
+
+
+def child(spec, out):
+    """The body of `timed_run`, in the child process: data load + training + evaluation, timed."""
+    start = time.perf_counter()
+    device = utils.get_device(spec["device"])
+    recipe = utils.Recipe(**spec["recipe"])
+    utils.seed_everything(spec["seed"])
+    model = get_model(spec["model"])
+    train_loader, test_loader, optimizer, scheduler, criterion, amp_dtype = utils.prepare(
+        recipe, model, spec["seed"], device, mnist_dir=spec["mnist_dir"])
+    sync(device)
+    loaded = time.perf_counter()
+    history = utils.fit(model, device, train_loader, test_loader, optimizer, scheduler, criterion, recipe.epochs,
+                        amp_dtype=amp_dtype)
+    sync(device)
+    end = time.perf_counter()
+    peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+    Path(out).write_text(json.dumps({
+        **spec, "test_acc": history["test_acc"], "final_acc": history["test_acc"][-1],
+        "epoch_seconds": history["seconds"], "load_seconds": loaded - start, "fit_seconds": end - loaded,
+        "wall_seconds": end - start, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mib": peak_gpu, "precision": str(amp_dtype or torch.float32)}))
+
+
+def classic_epoch(mnist_dir):
+    """One epoch (train + test) of the seeds' pipeline and recipe; 20 epochs = 20 x this."""
+    return timed_run("net", utils.RECIPES["classic"], 1, "cpu", mnist_dir, epochs=1)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def report(results):
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured by `{results['command']}` on {results['date']}: {results['machine']['cpu']}, "
+        f"{results['machine']['cores']} cores, bf16 native: {results['machine']['bf16_native']}, "
+        f"GPU: {results['machine']['gpu'] or 'none'}, torch {results['machine']['torch']}. "
+        "Every figure below comes from that run; `bench/results.json` has them all.",
+    ]
+    if "throughput" in results:
+        t = results["throughput"]
+        lines += ["", "## Training throughput, S5 `Net`",
+                  "", f"{t['batches']} batches of {t['batch_size']} after {WARMUP_BATCHES} warm-up batches, "
+                  "data loading and augmentation included.", "",
+                  "| pipeline | images/s |", "|---|---:|",
+                  f"| seed: DataLoader, PIL transforms, 2 workers, fp32 | {t['seed_img_s']:.0f} |",
+                  f"| fast: tensors in memory, batched augmentation, {t['fast_precision']}, channels_last | "
+                  f"{t['fast_img_s']:.0f} |",
+                  f"| ratio | **{t['ratio']:.2f}x** |"]
+    runs = [("classic", "seed recipe, 1 epoch measured"), ("fast", "fast recipe"), ("s7", "S7Final"),
+            ("gpu", "fast recipe on GPU")]
+    for key, title in runs:
+        if key not in results:
+            continue
+        rows = results[key] if isinstance(results[key], list) else [results[key]]
+        r0 = rows[0]
+        lines += ["", f"## {title}: `{r0['model']}`, {r0['recipe']['epochs']} epochs, {r0['recipe']['pipeline']} "
+                      f"pipeline, {r0['precision']}", "",
+                  "| seed | final test acc | per-epoch test acc | data load s | train+eval s | wall s | peak RSS MiB |",
+                  "|---:|---:|---|---:|---:|---:|---:|"]
+        for r in rows:
+            accs = " ".join(f"{a:.2f}" for a in r["test_acc"])
+            lines.append(f"| {r['seed']} | {r['final_acc']:.2f}% | {accs} | {r['load_seconds']:.1f} | "
+                         f"{r['fit_seconds']:.1f} | {r['wall_seconds']:.1f} | {r['peak_rss_mib']:.0f} |")
+        if key == "classic":
+            per_epoch = r0["epoch_seconds"][0]
+            lines += ["", f"Seed recipe, 20 epochs: {per_epoch:.0f} s/epoch measured x 20 = "
+                          f"**{20 * per_epoch / 60:.0f} min** (stated, not run here)."]
+    REPORT.write_text("\n".join(lines) + "\n")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="throughput,classic,fast,s7,gpu", help="comma-separated sections")
+    parser.add_argument("--data-dir", default=None, help="MNIST files (default: $MNIST_DIR, else download)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(json.loads(args.child), args.child_out)
+
+    sections = args.only.split(",")
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}  # sections not re-run stay
+    results.update(date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), machine=machine(),
+                   command="make bench" if args.only == parser.get_default("only") else " ".join(sys.argv))
+    if "throughput" in sections:
+        results["throughput"] = throughput(args.data_dir)
+    if "classic" in sections:
+        results["classic"] = classic_epoch(args.data_dir)
+    if "fast" in sections:
+        results["fast"] = [timed_run("net", utils.RECIPES["fast"], s, "cpu", args.data_dir) for s in SEEDS]
+    if "s7" in sections and "s7" in utils.RECIPES:
+        results["s7"] = [timed_run("final", utils.RECIPES["s7"], s, "cpu", args.data_dir) for s in SEEDS]
+    if "gpu" in sections and torch.cuda.is_available():
+        results["gpu"] = [timed_run("net", utils.RECIPES["fast"], s, "cuda", args.data_dir) for s in SEEDS]
+    RESULTS.write_text(json.dumps(results, indent=1))
+    report(results)
+    print(f"wrote {REPORT.relative_to(ROOT)} and {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
