@@ -1,0 +1,29 @@
+"""The benchmark's own logic (the timed runs themselves are `make bench`, not a test)."""
+
+import json
+
+import torch
+
+import bench.run as bench
+from model import Net
+from utils import TensorLoader
+
+
+def test_throughput_counts_only_the_timed_batches():
+    images, labels = torch.randn(20 * 8, 1, 28, 28), torch.randint(0, 10, (20 * 8,))
+    ips = bench.train_steps_per_second(TensorLoader(images, labels, 8), Net(), torch.device("cpu"), None, 5)
+    assert 0 < ips < 1e6
+
+
+def test_report_writes_every_section(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "REPORT", tmp_path / "BENCHMARKS.md")
+    run = {"model": "net", "recipe": {"epochs": 3, "pipeline": "fast"}, "precision": "torch.bfloat16", "seed": 1,
+           "final_acc": 99.5, "test_acc": [99.0, 99.3, 99.5], "load_seconds": 1.0, "fit_seconds": 150.0,
+           "wall_seconds": 151.0, "peak_rss_mib": 900.0, "epoch_seconds": [50.0, 50.0, 50.0]}
+    results = {"command": "make bench", "date": "2026-11-23", "machine": bench.machine(),
+               "throughput": {"batches": 30, "batch_size": 512, "seed_img_s": 400.0, "fast_img_s": 1200.0,
+                              "ratio": 3.0, "fast_precision": "torch.bfloat16"},
+               "classic": {**run, "recipe": {"epochs": 1, "pipeline": "classic"}}, "fast": [run, {**run, "seed": 2}]}
+    bench.report(json.loads(json.dumps(results)))
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "**3.00x**" in text and "| 2 | 99.50% |" in text and "50 s/epoch measured x 20 = **17 min**" in text
