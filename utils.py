@@ -429,7 +429,7 @@ def train(model, device, loader, optimizer, criterion, scheduler=None, amp_dtype
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     pbar = tqdm(loader, desc=desc, disable=log_interval is not None)
-    for x, y in pbar:
+    for batch, (x, y) in enumerate(pbar, start=1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -445,7 +445,7 @@ def train(model, device, loader, optimizer, criterion, scheduler=None, amp_dtype
         correct += (output.argmax(dim=1) == y).sum().item()
         seen += len(y)
         pbar.set_postfix_str(f"loss={loss.item():.4f} acc={100 * correct / seen:.2f}%")
-        if log_interval and pbar.n % log_interval == 0:
+        if log_interval and batch % log_interval == 0:  # not pbar.n: a disabled bar does not count
             print(f"{desc} [{seen}/{len(loader.dataset)}] loss {loss.item():.4f} acc {100 * correct / seen:.2f}%")
     return total_loss / seen, 100 * correct / seen
 

@@ -4,7 +4,7 @@ Writes BENCHMARKS.md (tables) and bench/results.json (every figure, the machine,
 Each timed training run is a child process of this one, so that its peak memory is its own.
 
     python -m bench.run                      # everything (about 20 min on 2 CPU cores)
-    python -m bench.run --only throughput    # one section: throughput, classic, fast, s7, gpu
+    python -m bench.run --only throughput    # one section: throughput, profile, classic, fast, s7, gpu
 """
 
 import argparse
@@ -29,8 +29,12 @@ REPORT = ROOT / "BENCHMARKS.md"
 
 THROUGHPUT_BATCHES = 30  # timed batches of 512 per pipeline, after WARMUP_BATCHES
 WARMUP_BATCHES = 3
+PROFILE_BATCHES = 10  # profiled fast-path batches of 128 (the fast recipe's batch size)
 SEEDS = (1, 2, 3)
-S5_TARGET, S7_TARGET = 99.4, 99.4
+TARGET_ACC = 99.4  # % test accuracy, both models
+TARGET_RATIO = 3.5  # fast path vs seed pipeline, images/s
+TARGET_SECONDS = 180  # fast recipe, wall time per run on the CPU
+TARGET_GPU_SECONDS = 2  # fast recipe, training + evaluation on one H100
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -88,6 +92,29 @@ def throughput(mnist_dir):
             "ratio": fast_ips / seed_ips, "fast_precision": str(utils.autocast_dtype(device) or torch.float32)}
 
 
+def profile_ops(loader, device, amp_dtype, batches=PROFILE_BATCHES, top=12):
+    """The `top` operators of S5 `Net` training steps drawn from `loader`, by self CPU time."""
+    model = Net().to(memory_format=torch.channels_last)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        train_steps_per_second(loader, model, device, amp_dtype, batches)
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops)
+    return [{"op": e.key, "calls": e.count, "self_ms": e.self_cpu_time_total / 1e3,
+             "share": e.self_cpu_time_total / total} for e in ops[:top]]
+
+
+def profile(mnist_dir):
+    """Where a fast-path training step of the S5 Net spends its time, at the fast recipe's batch size."""
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    loader, _ = utils.fast_loaders(128, seed=0, mnist_dir=mnist_dir, device=device, degrees=5.0, zoom_p=0.1)
+    amp_dtype = utils.autocast_dtype(device)
+    ips = train_steps_per_second(loader, Net().to(memory_format=torch.channels_last), device, amp_dtype,
+                                 PROFILE_BATCHES)  # unprofiled, for comparison
+    return {"batch_size": 128, "batches": PROFILE_BATCHES, "img_s": ips,
+            "ops": profile_ops(loader, device, amp_dtype)}
+
+
 def timed_run(model_name, recipe, seed, device_name, mnist_dir, epochs=None):
     """One training run in a child process: accuracy per epoch, seconds, peak memory."""
     spec = {"model": model_name, "recipe": asdict(replace(recipe, epochs=epochs or recipe.epochs)), "seed": seed,
@@ -131,6 +158,42 @@ def classic_epoch(mnist_dir):
 # ----------------------------------------------------------------------------- report
 
 
+def targets(results):
+    """(target, measured, met) rows for the issue's targets, from whichever sections were run."""
+    rows = []
+    if "throughput" in results:
+        t = results["throughput"]
+        rows.append((f"fast path >= {TARGET_RATIO}x the seed pipeline's images/s", f"{t['ratio']:.2f}x",
+                     t["ratio"] >= TARGET_RATIO))
+    if "fast" in results:
+        runs = results["fast"]
+        rows.append((f"S5 Net, fast recipe: >= {TARGET_ACC}% on every seed",
+                     " / ".join(f"{r['final_acc']:.2f}%" for r in runs),
+                     all(r["final_acc"] >= TARGET_ACC for r in runs)))
+        rows.append((f"S5 Net, fast recipe: <= {TARGET_SECONDS} s per run (load + train + eval)",
+                     " / ".join(f"{r['wall_seconds']:.0f} s" for r in runs),
+                     all(r["wall_seconds"] <= TARGET_SECONDS for r in runs)))
+    if "s7" in results:
+        runs = results["s7"]
+        last3 = [r["test_acc"][-3:] for r in runs]
+        rows.append((f"S7Final: < 8,000 params, >= {TARGET_ACC}% in each of the last 3 of <= 15 epochs, every seed",
+                     " / ".join(f"min {min(a):.2f}%" for a in last3),
+                     all(min(a) >= TARGET_ACC for a in last3) and all(len(r["test_acc"]) <= 15 for r in runs)))
+        rows.append((f"S7Final: the same by epoch 10 (epochs 8-10 >= {TARGET_ACC}%)",
+                     " / ".join(f"min {min(r['test_acc'][7:10]):.2f}%" for r in runs),
+                     all(min(r["test_acc"][7:10]) >= TARGET_ACC for r in runs)))
+    if "gpu" in results:
+        runs = results["gpu"]
+        rows.append((f"GPU: >= {TARGET_ACC}% in < {TARGET_GPU_SECONDS} s of training + evaluation",
+                     " / ".join(f"{r['final_acc']:.2f}% in {r['fit_seconds']:.1f} s" for r in runs),
+                     all(r["final_acc"] >= TARGET_ACC and r["fit_seconds"] < TARGET_GPU_SECONDS for r in runs)))
+    return rows
+
+
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
 def report(results):
     lines = [
         "# Benchmarks",
@@ -140,6 +203,10 @@ def report(results):
         f"GPU: {results['machine']['gpu'] or 'none'}, torch {results['machine']['torch']}. "
         "Every figure below comes from that run; `bench/results.json` has them all.",
     ]
+    rows = targets(results)
+    if rows:
+        lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|:-:|"]
+        lines += [f"| {target} | {measured} | {'yes' if met else '**no**'} |" for target, measured, met in rows]
     if "throughput" in results:
         t = results["throughput"]
         lines += ["", "## Training throughput, S5 `Net`",
@@ -150,6 +217,13 @@ def report(results):
                   f"| fast: tensors in memory, batched augmentation, {t['fast_precision']}, channels_last | "
                   f"{t['fast_img_s']:.0f} |",
                   f"| ratio | **{t['ratio']:.2f}x** |"]
+    if "profile" in results:
+        p = results["profile"]
+        lines += ["", "## Where a fast-path training step spends its time",
+                  "", f"torch.profiler over {p['batches']} batches of {p['batch_size']} of the S5 `Net` "
+                  f"({p['img_s']:.0f} images/s without the profiler; the first {WARMUP_BATCHES} are warm-up).", "",
+                  "| operator | calls | self ms | share |", "|---|---:|---:|---:|"]
+        lines += [f"| `{o['op']}` | {o['calls']} | {o['self_ms']:.0f} | {100 * o['share']:.1f}% |" for o in p["ops"]]
     runs = [("classic", "seed recipe, 1 epoch measured"), ("fast", "fast recipe"), ("s7", "S7Final"),
             ("gpu", "fast recipe on GPU")]
     for key, title in runs:
@@ -169,12 +243,21 @@ def report(results):
             per_epoch = r0["epoch_seconds"][0]
             lines += ["", f"Seed recipe, 20 epochs: {per_epoch:.0f} s/epoch measured x 20 = "
                           f"**{20 * per_epoch / 60:.0f} min** (stated, not run here)."]
+    epoch_rows = [(title, results[key] if isinstance(results[key], list) else [results[key]])
+                  for key, title in runs if key in results]
+    if epoch_rows:
+        lines += ["", "## Time per epoch (train + test)", "", "| run | model | batch | s/epoch | s/run |",
+                  "|---|---|---:|---:|---:|"]
+        for title, rs in epoch_rows:
+            lines.append(f"| {title} | `{rs[0]['model']}` | {rs[0]['recipe']['batch_size']} | "
+                         f"{mean([mean(r['epoch_seconds']) for r in rs]):.1f} | "
+                         f"{mean([sum(r['epoch_seconds']) for r in rs]):.0f} |")
     REPORT.write_text("\n".join(lines) + "\n")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="throughput,classic,fast,s7,gpu", help="comma-separated sections")
+    parser.add_argument("--only", default="throughput,profile,classic,fast,s7,gpu", help="comma-separated sections")
     parser.add_argument("--data-dir", default=None, help="MNIST files (default: $MNIST_DIR, else download)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", help=argparse.SUPPRESS)
@@ -188,6 +271,8 @@ def main():
                    command="make bench" if args.only == parser.get_default("only") else " ".join(sys.argv))
     if "throughput" in sections:
         results["throughput"] = throughput(args.data_dir)
+    if "profile" in sections:
+        results["profile"] = profile(args.data_dir)
     if "classic" in sections:
         results["classic"] = classic_epoch(args.data_dir)
     if "fast" in sections:

@@ -175,3 +175,10 @@ def test_train_model_and_results_row():
     row = utils.results_row("final", model, history)
     assert row["params"] == 7280 and row["epochs"] == 2 and row["final_test"] == history["test_acc"][-1]
     assert row["last_3_at_target"] == all(acc >= 99.4 for acc in history["test_acc"])
+
+
+def test_log_interval_prints_every_n_batches_instead_of_a_bar(capsys):
+    model, loader = Net(), tiny_loader(64, 8)  # 8 batches
+    utils.train(model, CPU, loader, get_optimizer(model), get_loss(), log_interval=3)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("train [")]
+    assert [line.split("]")[0] for line in lines] == ["train [24/64", "train [48/64"]
