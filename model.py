@@ -147,9 +147,14 @@ class S7Regularised(S7Model):
 
 
 class S7Final(S7Model):
-    """Step 4, the seed's Model_9 (7,280 params): trimmed channels, a 16->8->16 squeeze at 6x6, light dropout."""
+    """Step 4, the seed's Model_9 (7,280 params): trimmed channels, a 16->8->16 squeeze at 6x6.
 
-    def __init__(self, dropout=0.05):
+    Dropout is off by default: with augmentation and dropout 0.05 this small model underfits (its train
+    accuracy stays below its test accuracy), and on a validation split held out of the training set
+    dropout 0.05 cost 0.06 points (mean of the last 3 of 15 epochs: 99.34% against 99.40%).
+    """
+
+    def __init__(self, dropout=0.0):
         super().__init__()
         reg = {"bn": True, "dropout": dropout}
         self.features = blocks(

@@ -28,6 +28,7 @@ def test_final_model_has_batchnorm_dropout_and_a_gap_head():
     assert {torch.nn.BatchNorm2d, torch.nn.Dropout, torch.nn.AdaptiveAvgPool2d} <= kinds
     assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
     assert all(m.p == 0.05 for m in model.modules() if isinstance(m, torch.nn.Dropout))
+    assert not any(isinstance(m, torch.nn.Dropout) for m in S7Final().modules())  # off by default
 
 
 @pytest.mark.parametrize("cls", [S7Skeleton, S7Small], ids=["skeleton", "small"])
