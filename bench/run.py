@@ -77,19 +77,35 @@ def sync(device):
 
 
 def throughput(mnist_dir):
-    """Seed pipeline vs fast path, back to back, over the same number of batches of 512."""
+    """Seed pipeline vs fast path, back to back, over the same number of batches of 512; then the fast path
+    at the fast recipe's batch size, eager and with torch.compile (compile time apart), over as many images."""
     device = torch.device("cpu")
+    amp_dtype = utils.autocast_dtype(device)
     torch.manual_seed(0)
     classic, _ = utils.classic_loaders(512, seed=0, mnist_dir=mnist_dir)
     seed_ips = train_steps_per_second(classic, Net(), device, None, THROUGHPUT_BATCHES)
     print(f"seed pipeline: {seed_ips:.0f} img/s", flush=True)
     torch.manual_seed(0)
     fast, _ = utils.fast_loaders(512, seed=0, mnist_dir=mnist_dir, device=device)
-    model = Net().to(memory_format=torch.channels_last)
-    fast_ips = train_steps_per_second(fast, model, device, utils.autocast_dtype(device), THROUGHPUT_BATCHES)
+    fast_ips = train_steps_per_second(fast, Net().to(memory_format=torch.channels_last), device, amp_dtype,
+                                      THROUGHPUT_BATCHES)
     print(f"fast path: {fast_ips:.0f} img/s ({fast_ips / seed_ips:.2f}x)", flush=True)
+
+    batch_size = utils.RECIPES["fast"].batch_size
+    batches = THROUGHPUT_BATCHES * 512 // batch_size
+    recipe_loader, _ = utils.fast_loaders(batch_size, seed=0, mnist_dir=mnist_dir, device=device)
+    recipe_ips = train_steps_per_second(recipe_loader, Net().to(memory_format=torch.channels_last), device,
+                                        amp_dtype, batches)
+    print(f"fast path, batch {batch_size}: {recipe_ips:.0f} img/s", flush=True)
+    start = time.perf_counter()
+    compiled = torch.compile(Net().to(memory_format=torch.channels_last))
+    compiled_ips = train_steps_per_second(recipe_loader, compiled, device, amp_dtype, batches)
+    warmup_s = time.perf_counter() - start - batches * batch_size / compiled_ips  # compiling + warm-up batches
+    print(f"fast path, batch {batch_size}, torch.compile: {compiled_ips:.0f} img/s after {warmup_s:.0f} s", flush=True)
     return {"batch_size": 512, "batches": THROUGHPUT_BATCHES, "seed_img_s": seed_ips, "fast_img_s": fast_ips,
-            "ratio": fast_ips / seed_ips, "fast_precision": str(utils.autocast_dtype(device) or torch.float32)}
+            "ratio": fast_ips / seed_ips, "fast_precision": str(amp_dtype or torch.float32),
+            "recipe_batch_size": batch_size, "recipe_batches": batches, "recipe_img_s": recipe_ips,
+            "compiled_img_s": compiled_ips, "compile_warmup_s": warmup_s}
 
 
 def profile_ops(loader, device, amp_dtype, batches=PROFILE_BATCHES, top=12):
@@ -217,6 +233,14 @@ def report(results):
                   f"| fast: tensors in memory, batched augmentation, {t['fast_precision']}, channels_last | "
                   f"{t['fast_img_s']:.0f} |",
                   f"| ratio | **{t['ratio']:.2f}x** |"]
+        if "recipe_img_s" in t:
+            lines += ["", f"The fast path at the fast recipe's batch size, {t['recipe_batches']} batches of "
+                          f"{t['recipe_batch_size']}:", "",
+                      "| fast path | images/s | vs seed pipeline |", "|---|---:|---:|",
+                      f"| eager (what the recipe uses) | {t['recipe_img_s']:.0f} | "
+                      f"{t['recipe_img_s'] / t['seed_img_s']:.2f}x |",
+                      f"| `torch.compile` (after {t['compile_warmup_s']:.0f} s of compiling and warm-up) | "
+                      f"{t['compiled_img_s']:.0f} | {t['compiled_img_s'] / t['seed_img_s']:.2f}x |"]
     if "profile" in results:
         p = results["profile"]
         lines += ["", "## Where a fast-path training step spends its time",
