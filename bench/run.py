@@ -71,6 +71,17 @@ def train_steps_per_second(loader, model, device, amp_dtype, batches):
     return images / (time.perf_counter() - start)
 
 
+def peak_rss_mib():
+    """This process's peak resident memory. On Linux VmHWM, not ru_maxrss: a child started by fork + exec
+    inherits its parent's ru_maxrss, so that would report the parent's peak."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -162,7 +173,7 @@ def child(spec, out):
     Path(out).write_text(json.dumps({
         **spec, "test_acc": history["test_acc"], "final_acc": history["test_acc"][-1],
         "epoch_seconds": history["seconds"], "load_seconds": loaded - start, "fit_seconds": end - loaded,
-        "wall_seconds": end - start, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "wall_seconds": end - start, "peak_rss_mib": peak_rss_mib(),
         "peak_gpu_mib": peak_gpu, "precision": str(amp_dtype or torch.float32)}))
 
 

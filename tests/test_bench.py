@@ -1,6 +1,9 @@
 """The benchmark's own logic (the timed runs themselves are `make bench`, not a test)."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 
@@ -51,3 +54,12 @@ def test_profile_names_the_costliest_operators():
     ops = bench.profile_ops(TensorLoader(images, labels, 16), torch.device("cpu"), None, batches=2, top=5)
     assert 0 < len(ops) <= 5 and all(0 < o["share"] <= 1 for o in ops)
     assert any("conv" in o["op"] for o in ops)
+
+
+def test_peak_memory_is_this_process_not_its_parent():
+    big = torch.ones(64 * 2**20, dtype=torch.uint8)  # 64 MiB in the parent
+    big += 1
+    code = "import bench.run as b; print(b.peak_rss_mib())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                 cwd=Path(bench.__file__).parents[1]).stdout)
+    assert 0 < child < bench.peak_rss_mib()
