@@ -32,7 +32,7 @@ s7: $(VENV)/.runtime
 test: $(VENV)/.dev
 	$(SMOKE_ENV) $(BIN)/python -m pytest tests --nbmake S5.ipynb S7.ipynb --nbmake-timeout=900
 
-# The benchmark: writes BENCHMARKS.md and bench/results.json (about 25 minutes on 2 CPU cores).
+# The benchmark: writes BENCHMARKS.md and bench/results.json (about 20 minutes on 2 CPU cores).
 bench: $(VENV)/.runtime
 	$(BIN)/python -m bench.run
 
