@@ -670,8 +670,16 @@ def plot_digits(images, titles, ncols=10, save=None, suptitle=None):
 
 
 def plot_samples(loader, n=20, save=None):
-    """The first `n` images of one batch of `loader`, each with its label."""
+    """The first `n` images of one batch of `loader`, each with its label.
+
+    The loader's generator is put back as it was, so that looking at samples leaves the training run
+    (shuffling, augmentation) exactly as it would be without them.
+    """
+    generator = getattr(loader, "generator", None)
+    state = generator.get_state() if generator is not None else None
     images, labels = next(iter(loader))
+    if state is not None:
+        generator.set_state(state)
     return plot_digits(images[:n], [str(int(label)) for label in labels[:n]], save=save,
                        suptitle="Training samples (after augmentation)")
 

@@ -61,3 +61,14 @@ def test_plots_without_save_write_nothing(tmp_path, digits, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert isinstance(utils.plot_missed(*digits), Figure)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("make", [
+    lambda x, y: utils.TensorLoader(x, y, 8, shuffle=True, seed=3, degrees=15.0, zoom_p=0.5),
+    lambda x, y: DataLoader(TensorDataset(x, y), 8, shuffle=True, generator=torch.Generator().manual_seed(3)),
+], ids=["fast", "classic"])
+def test_plot_samples_leaves_the_training_batches_as_they_were(tmp_path, digits, make):
+    looked, untouched = make(*digits[:2]), make(*digits[:2])
+    utils.plot_samples(looked, save=tmp_path / "samples.png").clf()
+    for (a, la), (b, lb) in zip(looked, untouched):
+        assert torch.equal(a, b) and torch.equal(la, lb)
