@@ -32,7 +32,7 @@ REPORT = ROOT / "BENCHMARKS.md"
 
 THROUGHPUT_BATCHES = 30  # timed batches of 512 per pipeline, after WARMUP_BATCHES
 WARMUP_BATCHES = 3
-PROFILE_BATCHES = 10  # profiled fast-path batches of 128 (the fast recipe's batch size)
+PROFILE_BATCHES = 10  # profiled fast-path batches of the fast recipe's size
 SEEDS = (1, 2, 3)
 TARGET_ACC = 99.4  # % test accuracy, both models
 TARGET_RATIO = 3.5  # fast path vs seed pipeline, images/s
@@ -85,6 +85,11 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
 
 
+def channels_last_net():
+    """A fresh S5 `Net` laid out as the fast path trains it."""
+    return Net().to(memory_format=torch.channels_last)
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -101,20 +106,18 @@ def throughput(mnist_dir):
     print(f"seed pipeline: {seed_ips:.0f} img/s", flush=True)
     torch.manual_seed(0)
     fast, _ = utils.fast_loaders(512, seed=0, mnist_dir=mnist_dir, device=device)
-    fast_ips = train_steps_per_second(fast, Net().to(memory_format=torch.channels_last), device, amp_dtype,
-                                      THROUGHPUT_BATCHES)
+    fast_ips = train_steps_per_second(fast, channels_last_net(), device, amp_dtype, THROUGHPUT_BATCHES)
     print(f"fast path: {fast_ips:.0f} img/s ({fast_ips / seed_ips:.2f}x)", flush=True)
 
     batch_size = utils.RECIPES["fast"].batch_size
     batches = THROUGHPUT_BATCHES * 512 // batch_size
     recipe_loader, _ = utils.fast_loaders(batch_size, seed=0, mnist_dir=mnist_dir, device=device)
-    recipe_ips = train_steps_per_second(recipe_loader, Net().to(memory_format=torch.channels_last), device,
-                                        amp_dtype, batches)
+    recipe_ips = train_steps_per_second(recipe_loader, channels_last_net(), device, amp_dtype, batches)
     print(f"fast path, batch {batch_size}: {recipe_ips:.0f} img/s", flush=True)
     with tempfile.TemporaryDirectory() as cache, mock.patch.dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache):
         # an empty compile cache: a cold compile, as on a user's first run
         start = time.perf_counter()
-        compiled = torch.compile(Net().to(memory_format=torch.channels_last))
+        compiled = torch.compile(channels_last_net())
         compiled_ips = train_steps_per_second(recipe_loader, compiled, device, amp_dtype, batches)
         warmup_s = time.perf_counter() - start - batches * batch_size / compiled_ips  # compiling + warm-up
     print(f"fast path, batch {batch_size}, torch.compile: {compiled_ips:.0f} img/s after {warmup_s:.0f} s", flush=True)
@@ -126,7 +129,7 @@ def throughput(mnist_dir):
 
 def profile_ops(loader, device, amp_dtype, batches=PROFILE_BATCHES, top=12):
     """The `top` operators of S5 `Net` training steps drawn from `loader`, by self CPU time."""
-    model = Net().to(memory_format=torch.channels_last)
+    model = channels_last_net()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         train_steps_per_second(loader, model, device, amp_dtype, batches)
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
@@ -136,14 +139,14 @@ def profile_ops(loader, device, amp_dtype, batches=PROFILE_BATCHES, top=12):
 
 
 def profile(mnist_dir):
-    """Where a fast-path training step of the S5 Net spends its time, at the fast recipe's batch size."""
-    device = torch.device("cpu")
+    """Where a fast-path training step of the S5 Net spends its time, with the fast recipe's batches."""
+    device, recipe = torch.device("cpu"), utils.RECIPES["fast"]
     torch.manual_seed(0)
-    loader, _ = utils.fast_loaders(128, seed=0, mnist_dir=mnist_dir, device=device, degrees=5.0, zoom_p=0.1)
+    loader, _ = utils.fast_loaders(recipe.batch_size, seed=0, mnist_dir=mnist_dir, device=device,
+                                   degrees=recipe.degrees, zoom_p=recipe.zoom_p)
     amp_dtype = utils.autocast_dtype(device)
-    ips = train_steps_per_second(loader, Net().to(memory_format=torch.channels_last), device, amp_dtype,
-                                 PROFILE_BATCHES)  # unprofiled, for comparison
-    return {"batch_size": 128, "batches": PROFILE_BATCHES, "img_s": ips,
+    ips = train_steps_per_second(loader, channels_last_net(), device, amp_dtype, PROFILE_BATCHES)  # unprofiled
+    return {"batch_size": recipe.batch_size, "batches": PROFILE_BATCHES, "img_s": ips,
             "ops": profile_ops(loader, device, amp_dtype)}
 
 
