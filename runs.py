@@ -205,7 +205,7 @@ def plot_runs(runs, target=99.4, save=None):
     """Test accuracy and test loss per epoch of several runs, overlaid (training curves dashed, same colour).
 
     `runs`: anything `as_runs` takes. The accuracy panel has a line at `target`% (None: no line), so that which
-    run got there, and when, shows; it is zoomed on the top few points, where runs differ.
+    run got there, and when, shows; it is zoomed on the top 2 points if all runs got there.
     """
     runs = as_runs(runs)
     if not runs:
@@ -213,24 +213,26 @@ def plot_runs(runs, target=99.4, save=None):
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(13, 5))
     for i, (run, label) in enumerate(zip(runs, legend_labels(runs))):
         history, color = run["history"], f"C{i % 10}"
+        label += " (unfinished)" if run.get("finished") is False else ""  # crashed, interrupted, or still running
         for ax, kind in ((acc_ax, "acc"), (loss_ax, "loss")):
             test, train = history.get(f"test_{kind}", []), history.get(f"train_{kind}", [])
             ax.plot(range(1, len(test) + 1), test, color=color, marker="o", markersize=4, label=label)
             ax.plot(range(1, len(train) + 1), train, color=color, linewidth=1, linestyle="--", alpha=0.7)
     if target is not None:
         acc_ax.axhline(target, color="black", linewidth=1, linestyle=":", label=f"target {target:g}%")
-    tests = [acc for run in runs for acc in run["history"].get("test_acc", [])]
-    if tests:  # zoomed on the 2 points below the best, where runs differ: first epochs may fall below
+    bests = [max(run["history"]["test_acc"]) for run in runs if run["history"].get("test_acc")]
+    if bests:  # zoomed on the top 2 points, where good runs differ, yet low enough to show each run's best
         trains = [acc for run in runs for acc in run["history"].get("train_acc", [])]
-        high = max(tests + trains + ([target] if target is not None else []))
-        acc_ax.set_ylim(max(min(tests), max(tests) - 2) - 0.1, min(100, high) + 0.1)
+        low = min(min(bests), max(bests) - 2)
+        high = min(100, max(bests + trains + ([target] if target is not None else [])))
+        acc_ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
     acc_ax.plot([], [], color="grey", linewidth=1, linestyle="--", label="training (dashed)")
     for ax, title in ((acc_ax, "Test accuracy (%)"), (loss_ax, "Test loss")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-    acc_ax.legend(loc="lower right")
+    acc_ax.legend(loc="best")
     fig.tight_layout()
     return _finish(fig, save)
 

@@ -92,12 +92,13 @@ def test_a_failed_write_leaves_the_previous_version(tmp_path, monkeypatch):
 
 
 def test_the_runs_dir_environment_variable_is_read_at_call_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "DEFAULT_RUNS_DIR", tmp_path / "default")  # even a failing test keeps out of runs/
     monkeypatch.setenv("RUNS_DIR", str(tmp_path / "elsewhere"))
     path = kept_run(None, [99.0])
     assert path.parent == tmp_path / "elsewhere"
     assert [run["name"] for run in list_runs()] == [path.stem]
     monkeypatch.delenv("RUNS_DIR")
-    assert runs.get_runs_dir() == runs.DEFAULT_RUNS_DIR
+    assert runs.get_runs_dir() == tmp_path / "default"
 
 
 BROKEN = {
@@ -158,6 +159,15 @@ def test_plot_runs_from_paths_overlays_test_and_train_curves_with_a_target_line(
     assert train_15.get_color() == test_15.get_color() and train_15.get_linewidth() < test_15.get_linewidth()
     assert list(loss_ax.lines[2].get_ydata()) == pytest.approx([0.03, 1 - 0.988])
     assert not acc_panel_lines(plot_runs(paths, target=None), "target")
+    plt.close("all")
+
+
+def test_plot_runs_shows_each_runs_best_zooms_when_all_are_good_and_marks_unfinished_runs(tmp_path):
+    good, bad = kept_run(tmp_path, [98.0, 99.5], lr=0.15), kept_run(tmp_path, [12.6], finished=False, lr=0.3)
+    acc_ax = plot_runs([good, bad]).axes[0]
+    assert acc_ax.get_ylim()[0] < 12.6 and acc_ax.get_ylim()[1] > 99.5
+    assert "lr=0.3 (unfinished)" in [t.get_text() for t in acc_ax.get_legend().get_texts()]
+    assert 97 < plot_runs([good]).axes[0].get_ylim()[0] < 98.0  # the top 2 points below the best
     plt.close("all")
 
 
