@@ -2,10 +2,11 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXECUTE := $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1
+EXECUTE := HEADLESS=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1
 # The notebooks' smoke test: one epoch on a few real images, outputs to a scratch folder.
 SCRATCH := $(or $(TMPDIR),/tmp)/mnist-notebook-smoke
-SMOKE_ENV := EPOCHS=1 TRAIN_SIZE=1024 TEST_SIZE=1000 IMAGES_DIR=$(SCRATCH)/images CHECKPOINT=$(SCRATCH)/s5.pt
+SMOKE_ENV := EPOCHS=1 TRAIN_SIZE=1024 TEST_SIZE=1000 IMAGES_DIR=$(SCRATCH)/images CHECKPOINT=$(SCRATCH)/s5.pt \
+            RUNS_DIR=$(SCRATCH)/runs
 
 .PHONY: train s7 test bench lint clean
 

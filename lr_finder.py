@@ -10,10 +10,11 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
+
+from plots import finish
 
 SKIP_START, SKIP_END = 0.1, 5  # suggestions ignore the first 10% (EMA still settling) and the last 5 points (blow-up)
 
@@ -44,36 +45,37 @@ def lr_schedule(start, end, num):
     return [start * (end / start) ** (i / (num - 1)) for i in range(num - 1)] + [end]
 
 
-def lr_find(model, loader, optimizer, criterion, device, amp_dtype=None, start=1e-5, end=10.0, num=100, beta=0.98,
-            diverge=4.0):
-    """Run the range test on `model` with `optimizer`; returns an `LRFinderResult`.
+def lr_find(t, start=1e-5, end=10.0, num=100, beta=0.98, diverge=4.0):
+    """Run the range test on the trainer `t` (see `utils.prepare`); returns an `LRFinderResult`.
 
-    The rate of every param group goes from `start` to `end` over `num` batches (the loader is cycled if it is
-    shorter). The loss is smoothed by an EMA (`beta`) with bias correction; the test stops early once the smoothed
-    loss exceeds `diverge` times its best, or at a NaN/inf loss (not recorded). Afterwards the model's weights and
-    train/eval modes, the optimizer's state and param groups, torch's RNGs and the loader's generator are put back
-    (a scheduler attached to the optimizer is left alone, and so keeps working); gradients are cleared.
+    The rate of every param group goes from `start` to `end` over `num` batches of the training loader (cycled if
+    it is shorter), with the trainer's precision and loss. The loss is smoothed by an EMA (`beta`) with bias
+    correction; the test stops early once the smoothed loss exceeds `diverge` times its best, or at a NaN/inf loss
+    (not recorded). Afterwards the model's weights and train/eval modes, the optimizer's state and param groups,
+    the grad scaler, torch's RNGs and the loader's generator are put back (a scheduler attached to the optimizer
+    is left alone, and so keeps working); gradients are cleared.
     """
-    saved = snapshot(model, optimizer, loader)
+    saved = snapshot(t)
     lrs, losses, raw_losses = [], [], []
     avg, best = 0.0, math.inf
     began = time.perf_counter()
-    model.train()
-    batches = cycle(loader)
+    t.model.train()
+    batches = cycle(t.train_loader)
     try:
         for step, lr in enumerate(lr_schedule(start, end, num), start=1):
             x, y = next(batches)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            for group in optimizer.param_groups:
+            x, y = x.to(t.device, non_blocking=True), y.to(t.device, non_blocking=True)
+            for group in t.optimizer.param_groups:
                 group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = criterion(model(x), y)
+            t.optimizer.zero_grad(set_to_none=True)
+            with t.precision.autocast(t.device):
+                loss = t.criterion(t.model(x), y)
             raw = loss.item()
             if not math.isfinite(raw):
                 break
-            loss.backward()
-            optimizer.step()
+            t.scaler.scale(loss).backward()  # as utils.train: fp16 needs its loss scaled
+            t.scaler.step(t.optimizer)
+            t.scaler.update()
             avg = beta * avg + (1 - beta) * raw
             smoothed = avg / (1 - beta**step)  # bias correction: the EMA starts at 0, not at the first loss
             lrs.append(lr)
@@ -83,7 +85,7 @@ def lr_find(model, loader, optimizer, criterion, device, amp_dtype=None, start=1
             if smoothed > diverge * best:
                 break
     finally:
-        restore(model, optimizer, loader, saved)
+        restore(t, saved)
     steep, valley = suggest(lrs, losses)
     return LRFinderResult(tuple(lrs), tuple(losses), tuple(raw_losses), steep, valley, time.perf_counter() - began)
 
@@ -99,30 +101,33 @@ def cycle(loader):
             raise ValueError("the loader has no batches")
 
 
-def snapshot(model, optimizer, loader):
+def snapshot(t):
     """Copies (not views: training writes into the originals) of all that `lr_find` changes."""
-    generator = getattr(loader, "generator", None)  # TensorLoader and DataLoader have one (or None)
+    generator = getattr(t.train_loader, "generator", None)  # TensorLoader and DataLoader have one (or None)
     return {
-        "model": copy.deepcopy(model.state_dict()),
-        "optimizer": copy.deepcopy(optimizer.state_dict()),
-        "modes": [(module, module.training) for module in model.modules()],
+        "model": copy.deepcopy(t.model.state_dict()),
+        "optimizer": copy.deepcopy(t.optimizer.state_dict()),
+        "scaler": copy.deepcopy(t.scaler.state_dict()),
+        "modes": [(module, module.training) for module in t.model.modules()],
         "rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "loader_rng": generator.get_state() if generator is not None else None,
     }
 
 
-def restore(model, optimizer, loader, saved):
-    model.load_state_dict(saved["model"])  # copies into the same tensors: the optimizer still holds them
-    optimizer.load_state_dict(saved["optimizer"])
-    optimizer.zero_grad(set_to_none=True)
+def restore(t, saved):
+    t.model.load_state_dict(saved["model"])  # copies into the same tensors: the optimizer still holds them
+    t.optimizer.load_state_dict(saved["optimizer"])
+    t.optimizer.zero_grad(set_to_none=True)
+    if saved["scaler"]:
+        t.scaler.load_state_dict(saved["scaler"])
     for module, training in saved["modes"]:
         module.train(training)
     torch.set_rng_state(saved["rng"])
     if saved["cuda_rng"] is not None:
         torch.cuda.set_rng_state_all(saved["cuda_rng"])
     if saved["loader_rng"] is not None:
-        loader.generator.set_state(saved["loader_rng"])
+        t.train_loader.generator.set_state(saved["loader_rng"])
 
 
 # ----------------------------------------------------------------------------- suggestions
@@ -184,12 +189,5 @@ def plot_lr_find(result, save=None):
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
-    return _finish(fig, save)
+    return finish(fig, save)
 
-
-def _finish(fig, save):
-    """Save `fig` as a PNG if asked (creating the folder), and return it (as utils._finish)."""
-    if save:
-        Path(save).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(save, dpi=100, bbox_inches="tight")
-    return fig

@@ -4,6 +4,8 @@
     python main.py train --recipe classic           # the seeds' pipeline and recipe (~50 min on 2 CPU cores)
     python main.py train --resume checkpoints/net.pt
     python main.py predict my_digit.png --checkpoint checkpoints/net.pt --show
+    python main.py lr-find                          # which peak learning rate to try
+    python main.py runs                             # every run kept, newest first; runs --plot A B: overlaid
 
 Every problem with the input ends in one line on stderr saying what to do, and a non-zero exit.
 """
@@ -12,51 +14,52 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 
+import lr_finder
+import runs
 import utils
 from model import MODELS, get_model
-from utils import RECIPES, SCHEDULES, Recipe
+from utils import RECIPES, Data, Recipe
 
 ROOT = Path(__file__).resolve().parent
+CHOICES = {"pipeline": tuple(utils.PIPELINES), "precision": utils.PRECISIONS, "schedule": utils.SCHEDULES}
 
 
 # ----------------------------------------------------------------------------- arguments
 
 
-def positive(kind):
-    """An argparse type: a number of `kind` that must be > 0."""
-
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not value > 0:  # also rejects nan
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-
-    return parse
-
-
-def non_negative(text):
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+def positive_int(text):
+    """An argparse type: an int > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command")
+def add_recipe_flags(group):
+    """One flag per `Recipe` field (batch_size -> --batch-size), its help the field's comment in `Recipe`.
+    The default, None, means 'the recipe's value'; the `Recipe` itself checks the values."""
+    helps = utils.recipe_help()
+    for f in fields(Recipe):
+        flag, kind = "--" + f.name.replace("_", "-"), {"help": helps[f.name]}
+        if f.type is bool:
+            kind["action"] = argparse.BooleanOptionalAction
+        else:
+            kind.update(type=f.type, choices=CHOICES.get(f.name))
+        group.add_argument(flag, **kind)
 
-    train = commands.add_parser("train", help="train a model (the default command)",
-                                description="Train a model; the recipe's values are the defaults of its flags.")
-    run = train.add_argument_group("run")
+
+def add_run_flags(parser):
+    """The flags that say what to train: model, recipe and its hyperparameters, seed, device, data."""
+    run = parser.add_argument_group("run")
     run.add_argument("--model", choices=sorted(MODELS), help="architecture (default: net, the S5 Net)")
     run.add_argument("--recipe", choices=sorted(RECIPES), default="fast",
                      help="starting values of the hyperparameters below (default: fast; classic = the seeds')")
@@ -66,32 +69,44 @@ def build_parser():
     run.add_argument("--data-dir", default=None,
                      help="folder with the four MNIST files, .gz or not (default: $MNIST_DIR, else download)")
     run.add_argument("--data-root", default=str(utils.DATA_DIR), help="where MNIST is downloaded or staged")
+    run.add_argument("--train-size", type=positive_int, default=0, help="use only the first N training images")
+    run.add_argument("--test-size", type=positive_int, default=0, help="use only the first N test images")
+    run.add_argument("--test-batch-size", type=positive_int, default=1000, help="test batch size (default: 1000)")
+    add_recipe_flags(parser.add_argument_group("hyperparameters (default: the recipe's)"))
+    return run
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command")
+
+    train = commands.add_parser("train", help="train a model (the default command)",
+                                description="Train a model; the recipe's values are the defaults of its flags.")
+    run = add_run_flags(train)
     run.add_argument("--out", default=str(utils.IMAGES_DIR), help="folder for the plots and history.json")
     run.add_argument("--checkpoint", default=None,
                      help="checkpoint written after every epoch (default: checkpoints/MODEL.pt)")
     run.add_argument("--resume", metavar="PATH", help="go on from this checkpoint, with its settings")
     run.add_argument("--save-model", action="store_true", help="also save the bare weights to OUT/MODEL_weights.pt")
     run.add_argument("--dry-run", action="store_true", help="one epoch on two batches, to check that all works")
-    run.add_argument("--log-interval", type=positive(int), default=None,
+    run.add_argument("--log-interval", type=positive_int, default=None,
                      help="print a line every N batches instead of a progress bar (for log files)")
-    run.add_argument("--train-size", type=positive(int), default=None, help="use only the first N training images")
-    run.add_argument("--test-size", type=positive(int), default=None, help="use only the first N test images")
-    run.add_argument("--test-batch-size", type=positive(int), default=1000, help="test batch size (default: 1000)")
 
-    hyper = train.add_argument_group("hyperparameters (default: the recipe's)")
-    hyper.add_argument("--pipeline", choices=("fast", "classic"))
-    hyper.add_argument("--epochs", type=positive(int))
-    hyper.add_argument("--batch-size", type=positive(int))
-    hyper.add_argument("--lr", type=positive(float), help="learning rate (the peak one for onecycle)")
-    hyper.add_argument("--momentum", type=non_negative)
-    hyper.add_argument("--nesterov", action=argparse.BooleanOptionalAction)
-    hyper.add_argument("--weight-decay", type=non_negative)
-    hyper.add_argument("--schedule", choices=SCHEDULES)
-    hyper.add_argument("--step-size", type=positive(int), help="step: epochs between lr drops")
-    hyper.add_argument("--gamma", type=positive(float), help="step/plateau: lr factor at each drop")
-    hyper.add_argument("--label-smoothing", type=non_negative)
-    hyper.add_argument("--degrees", type=non_negative, help="augmentation: rotation range, +- degrees")
-    hyper.add_argument("--zoom-p", type=non_negative, help="augmentation: probability of the zoom")
+    finder = commands.add_parser("lr-find", help="the learning-rate range test: which peak rate to try",
+                                 description="Train for NUM batches while the learning rate grows from START to "
+                                             "END; print the suggested rates and plot the loss against the rate.")
+    add_run_flags(finder)
+    sweep = finder.add_argument_group("sweep")
+    sweep.add_argument("--start", type=float, default=1e-3, help="first learning rate (default: 1e-3)")
+    sweep.add_argument("--end", type=float, default=1.0, help="last learning rate (default: 1)")
+    sweep.add_argument("--num", type=positive_int, default=100, help="batches (default: 100)")
+    sweep.add_argument("--out", default=str(utils.IMAGES_DIR), help="folder for lr_find.png")
+
+    kept = commands.add_parser("runs", help="list the kept runs, or overlay some of them",
+                               description="Every training run is kept as a JSON file in runs/ (or $RUNS_DIR). "
+                                           "Without --plot: a table of them, newest first.")
+    kept.add_argument("--plot", nargs="+", metavar="RUN", help="run names, files or glob patterns to overlay")
+    kept.add_argument("--out", default="runs.png", help="the overlay's PNG (default: runs.png)")
 
     predict = commands.add_parser("predict", help="classify your own digit images",
                                   description="Classify images of single digits (PNG, JPG, ...; any size, "
@@ -106,7 +121,7 @@ def build_parser():
 
 def parse_args(argv):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("train", "predict", "-h", "--help"):
+    if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
         argv.insert(0, "train")  # `python main.py --epochs 1` means train
     return build_parser().parse_args(argv)
 
@@ -114,47 +129,41 @@ def parse_args(argv):
 # ----------------------------------------------------------------------------- train
 
 
-def recipe_from(args, saved=None):
-    """The recipe: the saved one when resuming, else the named one; flags given on the command line win."""
-    recipe = Recipe(**saved) if saved else RECIPES[args.recipe]
+def settings(args):
+    """(model name, seed, recipe, data) of the run: the checkpoint's when resuming, else the named recipe's;
+    hyperparameter flags given on the command line win either way."""
     given = {f.name: getattr(args, f.name) for f in fields(Recipe) if getattr(args, f.name) is not None}
-    return replace(recipe, **given)
+    where = {"mnist_dir": args.data_dir, "root": args.data_root, "test_batch_size": args.test_batch_size}
+    if getattr(args, "resume", None):  # how much data stays as it was; where it is may change
+        model_name, seed, recipe, data = utils.saved_settings(args.resume)
+        return args.model or model_name, seed, replace(recipe, **given), replace(data, **where)
+    data = Data(train_size=args.train_size, test_size=args.test_size, **where)
+    return args.model or "net", args.seed, replace(RECIPES[args.recipe], **given), data
 
 
 def train(args):
     start = time.perf_counter()
     device = utils.get_device("cpu" if args.no_accel else args.device)
-    saved = utils.read_checkpoint(args.resume)["config"] if args.resume else {}
-    recipe = recipe_from(args, saved.get("recipe"))
-    model_name = args.model or saved.get("model", "net")
-    seed, train_size, test_size = (saved.get(k, getattr(args, k)) for k in ("seed", "train_size", "test_size"))
+    model_name, seed, recipe, data = settings(args)
     if args.dry_run:
-        recipe, train_size, test_size = replace(recipe, epochs=1), 2 * recipe.batch_size, args.test_batch_size
+        recipe = replace(recipe, epochs=1)
+        data = replace(data, train_size=2 * recipe.batch_size, test_size=data.test_batch_size)
     checkpoint = Path(args.checkpoint or args.resume or ROOT / "checkpoints" / f"{model_name}.pt")
-    config = {"model": model_name, "seed": seed, "train_size": train_size, "test_size": test_size,
-              "recipe": asdict(recipe)}
 
-    utils.seed_everything(seed)
-    model = get_model(model_name)
-    train_loader, test_loader, optimizer, scheduler, criterion, amp_dtype = utils.prepare(
-        recipe, model, seed, device, train_size, test_size, args.data_root, args.data_dir, args.test_batch_size)
-    history = None
+    t = utils.prepare(model_name, recipe, data, device, seed)
     if args.resume:
-        history, _ = utils.load_checkpoint(args.resume, model, optimizer, scheduler, train_loader)
-        print(f"Resuming {model_name} from {args.resume} after epoch {len(history['train_loss'])}")
-    print(f"{model_name} on {device} ({amp_dtype or torch.float32}), {recipe}")
-
+        utils.load_checkpoint(args.resume, t)
+        print(f"Resuming {model_name} from {args.resume} after epoch {len(t.history['test_acc'])}")
+    print(f"{model_name} on {utils.device_name(device)}, {t.precision}, {recipe}")
     try:
-        history = utils.fit(model, device, train_loader, test_loader, optimizer, scheduler, criterion,
-                            recipe.epochs, history, amp_dtype,
-                            checkpoint=checkpoint, config=config, log_interval=args.log_interval)
-    except utils.TrainingDiverged as e:
-        save_outputs(args.out, e.history, model_name, None, device, test_loader)
+        history = utils.fit(t, checkpoint, args.log_interval)
+    except utils.TrainingDiverged:
+        save_outputs(args.out, t, with_predictions=False)
         raise
 
-    save_outputs(args.out, history, model_name, model, device, test_loader)
+    save_outputs(args.out, t)
     if args.save_model:
-        torch.save(model.state_dict(), Path(args.out) / f"{model_name}_weights.pt")
+        torch.save(t.model.state_dict(), Path(args.out) / f"{model_name}_weights.pt")
     done = len(history["test_acc"])
     if done < recipe.epochs:
         print(f"Stopped after {done} of {recipe.epochs} epochs: go on with --resume {checkpoint}", file=sys.stderr)
@@ -164,16 +173,16 @@ def train(args):
     return 0
 
 
-def save_outputs(out, history, model_name, model, device, test_loader):
-    """history.json and the figures: the stats always, the digit grids if there is a model to ask."""
+def save_outputs(out, t, with_predictions=True):
+    """history.json and the figures: the stats always, the digit grids if the model is worth asking."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "history.json").write_text(json.dumps(history, indent=1))
-    if not history["train_loss"]:
+    (out / "history.json").write_text(json.dumps(t.history, indent=1))
+    if not t.history["test_acc"]:
         return
-    utils.plot_stats(history, save=out / "stats.png")
-    if model is not None:
-        images, targets, preds = utils.predictions(model, device, test_loader)
+    utils.plot_stats(t.history, save=out / "stats.png")
+    if with_predictions:
+        images, targets, preds = utils.predictions(t.model, t.device, t.test_loader)
         utils.plot_missed(images, targets, preds, save=out / "missed.png")
         utils.plot_correct(images, targets, preds, save=out / "correct.png")
         utils.plot_confusion(targets, preds, save=out / "confusion.png")
@@ -188,7 +197,7 @@ def predict(args):
     device = utils.get_device(args.device)
     state = utils.read_checkpoint(args.checkpoint)
     model = get_model(state["config"].get("model", "net")).to(device)
-    utils.load_checkpoint(args.checkpoint, model)
+    utils.load_weights(args.checkpoint, model, state)
     model.eval()
     digits = [utils.load_digit(path) for path in args.images]  # all readable before any output
     for path, digit in zip(args.images, digits):
@@ -204,10 +213,45 @@ def predict(args):
     return 0
 
 
+# ----------------------------------------------------------------------------- lr-find, runs
+
+
+def lr_find(args):
+    model_name, seed, recipe, data = settings(args)
+    t = utils.prepare(model_name, recipe, data, utils.get_device("cpu" if args.no_accel else args.device), seed)
+    result = lr_finder.lr_find(t, args.start, args.end, args.num)
+    print(result)
+    if result.steep is not None:
+        print(f"the recipe's peak rate is {recipe.lr:g}; to try another: --lr {result.steep:.2g}")
+    plt.close(lr_finder.plot_lr_find(result, save=Path(args.out) / "lr_find.png"))
+    print(f"wrote {Path(args.out) / 'lr_find.png'}")
+    return 0
+
+
+def show_runs(args):
+    if not args.plot:
+        kept = runs.list_runs()
+        print(runs.runs_table(kept) if kept else f"no runs kept in {runs.get_runs_dir()} yet: train one")
+        return 0
+    folder, chosen = runs.get_runs_dir(), []
+    for name in args.plot:  # a file, a run's name, or a glob pattern in the runs folder
+        paths = [Path(name)] if Path(name).is_file() else sorted(folder.glob(name if "*" in name else f"{name}*"))
+        if not paths:
+            raise ValueError(f"no run matches {name!r} in {folder}: `python main.py runs` lists them")
+        chosen += paths
+    kept = runs.read_runs(chosen)  # a file that is not a run is skipped, in one line
+    plt.close(runs.plot_runs(kept, save=args.out))
+    print(f"wrote {args.out} ({len(kept)} runs)")
+    return 0
+
+
+COMMANDS = {"train": train, "lr-find": lr_find, "runs": show_runs, "predict": predict}
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
-        return predict(args) if args.command == "predict" else train(args)
+        return COMMANDS[args.command](args)
     except (utils.MNISTDataError, utils.CheckpointError, utils.TrainingDiverged, utils.ImageError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -17,6 +17,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
+from plots import finish
+
 DEFAULT_RUNS_DIR = Path(__file__).resolve().parent / "runs"
 FORMAT = "mnist-run/1"  # tells our files from other JSON, and which layout they have
 REQUIRED = {"name": str, "created": str, "recipe": dict, "history": dict, "finished": bool}
@@ -234,12 +236,5 @@ def plot_runs(runs, target=99.4, save=None):
         ax.grid(alpha=0.3)
     acc_ax.legend(loc="best")
     fig.tight_layout()
-    return _finish(fig, save)
+    return finish(fig, save)
 
-
-def _finish(fig, save):
-    """Save `fig` as a PNG if asked (creating the folder), and return it (as utils._finish)."""
-    if save:
-        Path(save).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(save, dpi=100, bbox_inches="tight")
-    return fig

@@ -1,18 +1,20 @@
-"""Everything around the model: parameters, device, data, training, plots.
+"""Everything around the model: parameters, device, data, training, checkpoints, results, plots.
 
 The notebooks, `main.py`, `bench/` and the tests all call these functions; none of them
-re-implements a step.
+re-implements a step. A run is described by a `Recipe` (hyperparameters) and a `Data` (where
+MNIST comes from, how much of it); `prepare` turns them into a `Trainer` and `fit` trains it.
 """
 
 import math
 import os
 import random
+import re
 import shutil
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -23,6 +25,20 @@ from torchvision import datasets, transforms
 from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 from torchvision.datasets.utils import check_integrity
 from tqdm.auto import tqdm
+
+import runs
+from lr_finder import lr_find, plot_lr_find  # noqa: F401  (re-exported, as below)
+from model import get_model
+from plots import (  # noqa: F401  (re-exported: the notebooks import everything from utils)
+    confusion_matrix,
+    plot_confusion,
+    plot_correct,
+    plot_digits,
+    plot_missed,
+    plot_samples,
+    plot_stats,
+)
+from runs import list_runs, plot_runs  # noqa: F401  (re-exported)
 
 ROOT = Path(__file__).resolve().parent
 DATA_DIR = ROOT / "data"  # where torchvision downloads MNIST (or we stage a local copy)
@@ -54,6 +70,12 @@ def env(name, default):
         raise ValueError(f"{name}={value!r}: expected a {type(default).__name__}") from None
 
 
+def headless():
+    """True when a notebook runs without a person watching (`make train`, nbmake: HEADLESS=1): plain-text
+    progress instead of widgets, so that no widget state lands in the committed notebook."""
+    return env("HEADLESS", False)
+
+
 # ----------------------------------------------------------------------------- device
 
 
@@ -65,12 +87,14 @@ def get_device(name=None):
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     kind = str(name).split(":")[0]
-    if kind not in available:
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: CUDA is not available here (no NVIDIA GPU, or a CPU-only torch): "
+                         "use 'cpu' or 'auto'")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r}: MPS is only on Apple-silicon Macs (macOS 12.3+): use 'cpu' or 'auto'")
+    if kind not in ("cpu", "cuda", "mps"):
         raise ValueError(f"unknown device {name!r}: use 'cuda', 'mps', 'cpu' or 'auto'")
-    if not available[kind]:
-        raise ValueError(f"device {name!r} is not available on this machine: use 'cpu' or 'auto'")
     return torch.device(name)
 
 
@@ -89,17 +113,79 @@ def cpu_has_fast_bf16(cpuinfo="/proc/cpuinfo"):
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def autocast_dtype(device):
-    """The dtype to autocast to on `device`, or None for plain fp32.
-
-    bf16 on CUDA GPUs that have it and on CPUs with native bf16; fp32 elsewhere (MPS, older CPUs/GPUs).
-    bf16 keeps fp32's range, so no loss scaling is needed.
-    """
+def native_bf16(device):
+    """Whether `device` computes in bf16 natively. On CUDA, not through emulation: a T4 (Colab's free GPU)
+    reports bf16 support by default only because torch can emulate it, slowly."""
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
-        return torch.bfloat16 if cpu_has_fast_bf16() else None
-    return None
+        return cpu_has_fast_bf16()
+    return False
+
+
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How the forward pass runs: autocast to `dtype` (None: plain fp32), and why that was chosen."""
+
+    dtype: torch.dtype | None
+    why: str
+
+    @property
+    def scaled(self):
+        """fp16's narrow range needs loss scaling (a GradScaler); bf16 keeps fp32's range."""
+        return self.dtype == torch.float16
+
+    def autocast(self, device):
+        return torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def __str__(self):
+        name = "float32" if self.dtype is None else str(self.dtype).removeprefix("torch.")
+        return f"{name}{' + GradScaler' if self.scaled else ''} ({self.why})"
+
+
+FP32 = Precision(None, "full precision")
+
+
+def choose_precision(device, requested="auto", native=None):
+    """The `Precision` for `device`: the `requested` one, or with 'auto' bf16 where it is native (recent GPUs,
+    CPUs with AVX512-BF16/AMX), fp16 + GradScaler on GPUs without it, fp32 elsewhere (MPS, older CPUs).
+    `native` (whether the device has native bf16) is asked of the hardware unless given."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"unknown precision {requested!r}: use one of {', '.join(PRECISIONS)}")
+    if requested != "auto":
+        return Precision(None if requested == "float32" else getattr(torch, requested), "as the recipe asks")
+    native = native_bf16(device) if native is None else native
+    if device.type == "cuda":
+        return (Precision(torch.bfloat16, "native bf16 on this GPU") if native
+                else Precision(torch.float16, "no native bf16 on this GPU"))
+    if device.type == "cpu":
+        return (Precision(torch.bfloat16, "native bf16 on this CPU") if native
+                else Precision(None, "no native bf16 on this CPU: it would be emulated, and slow"))
+    return Precision(None, f"mixed precision gains little on {device.type}")
+
+
+def generator_device(device):
+    """Where a loader's random generator lives: on the device itself, except on MPS, whose generators
+    randperm and rand do not accept (pytorch#110820); there the numbers are drawn on the CPU and moved."""
+    return torch.device("cpu") if device.type == "mps" else device
+
+
+def memory_format(device):
+    """channels_last makes convolutions faster on CPUs and CUDA; on MPS its conv backward was ~30x slower
+    until mid-2026 (pytorch#193349), so there the usual layout."""
+    return torch.contiguous_format if device.type == "mps" else torch.channels_last
+
+
+def device_name(device):
+    """The device as a person knows it: 'cuda (NVIDIA H200)', 'cpu (2 threads)', 'mps'."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type
 
 
 # ----------------------------------------------------------------------------- data
@@ -117,33 +203,29 @@ MISSING_DATA_HELP = (
 )
 
 
-def train_transforms(degrees=15.0, zoom_p=0.1):
-    """The seeds' augmentation: a rare zoom (crop 22 -> 28), then a rotation of up to 15 degrees."""
-    return transforms.Compose([
-        transforms.RandomApply([transforms.CenterCrop(22)], p=zoom_p),
-        transforms.Resize((28, 28)),
-        transforms.RandomRotation((-degrees, degrees), fill=0),
-        transforms.ToTensor(),
-        transforms.Normalize((MEAN,), (STD,)),
-    ])
+@dataclass(frozen=True)
+class Data:
+    """Where MNIST comes from, and how much of it a run uses."""
+
+    mnist_dir: str | None = None  # folder with the four MNIST files (.gz or not); None: $MNIST_DIR, else download
+    root: str = str(DATA_DIR)  # where torchvision downloads MNIST, or stages the files of mnist_dir
+    train_size: int = 0  # use only the first N training images (0: all 60,000)
+    test_size: int = 0  # use only the first N test images (0: all 10,000)
+    test_batch_size: int = 1000  # images per evaluation batch (changes nothing but speed and memory)
 
 
-def test_transforms():
-    return transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
-
-
-def mnist_dataset(train=True, transform=None, root=DATA_DIR, mnist_dir=None):
+def mnist_dataset(train, data, transform=None):
     """The MNIST train or test split as a torchvision dataset.
 
-    With `mnist_dir` (or the MNIST_DIR environment variable) the four original files are taken
-    from that folder; otherwise torchvision downloads them into `root` (once).
+    With `data.mnist_dir` (or the MNIST_DIR environment variable) the four original files are taken
+    from that folder; otherwise torchvision downloads them into `data.root` (once).
     """
-    raw = Path(root) / "MNIST" / "raw"
-    mnist_dir = mnist_dir or os.environ.get("MNIST_DIR")
+    raw = Path(data.root) / "MNIST" / "raw"
+    mnist_dir = data.mnist_dir or os.environ.get("MNIST_DIR")
     if mnist_dir:
         stage_mnist_files(mnist_dir, raw)
     try:
-        return datasets.MNIST(root, train=train, transform=transform, download=True)
+        return datasets.MNIST(data.root, train=train, transform=transform, download=True)
     except RuntimeError as e:
         if "Error downloading" in str(e):
             raise MNISTDataError(MISSING_DATA_HELP) from None
@@ -209,34 +291,46 @@ def broken_file_message(raw):
     return None
 
 
-def classic_loaders(batch_size=512, seed=1, train_size=None, test_size=None, root=DATA_DIR, mnist_dir=None,
-                    device=torch.device("cpu"), degrees=15.0, zoom_p=0.1, test_batch_size=None, num_workers=None):
-    """The seeds' pipeline: PIL transforms per image in `DataLoader` workers.
+def train_transforms(recipe):
+    """The seeds' augmentation: a rare zoom (crop 22 -> 28), then a rotation of up to `recipe.degrees`."""
+    return transforms.Compose([
+        transforms.RandomApply([transforms.CenterCrop(22)], p=recipe.zoom_p),
+        transforms.Resize((28, 28)),
+        transforms.RandomRotation((-recipe.degrees, recipe.degrees), fill=0),
+        transforms.ToTensor(),
+        transforms.Normalize((MEAN,), (STD,)),
+    ])
 
-    Returns (train_loader, test_loader); the training set is shuffled by a generator seeded with
-    `seed`. `train_size`/`test_size` keep only the first N images (for quick trials).
+
+def test_transforms():
+    return transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+
+
+def classic_loaders(recipe, data, seed, device):
+    """The seeds' pipeline: PIL transforms per image in `DataLoader` workers; (train_loader, test_loader).
+
+    The training set is shuffled by a generator seeded with `seed`.
     """
-    train_set = mnist_dataset(True, train_transforms(degrees, zoom_p), root, mnist_dir)
-    test_set = mnist_dataset(False, test_transforms(), root, mnist_dir)
-    if train_size:
-        train_set = Subset(train_set, range(min(train_size, len(train_set))))
-    if test_size:
-        test_set = Subset(test_set, range(min(test_size, len(test_set))))
-    workers = min(2, os.cpu_count() or 1) if num_workers is None else num_workers
+    train_set = mnist_dataset(True, data, train_transforms(recipe))
+    test_set = mnist_dataset(False, data, test_transforms())
+    if data.train_size:
+        train_set = Subset(train_set, range(min(data.train_size, len(train_set))))
+    if data.test_size:
+        test_set = Subset(test_set, range(min(data.test_size, len(test_set))))
     # Workers start afresh each epoch, seeded from `generator`: so a resumed run draws the same augmentations.
-    kwargs = dict(num_workers=workers, pin_memory=device.type == "cuda")
+    kwargs = dict(num_workers=min(2, os.cpu_count() or 1), pin_memory=device.type == "cuda")  # pinning: CUDA only
     generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(train_set, batch_size, shuffle=True, generator=generator, **kwargs)
-    test_loader = DataLoader(test_set, test_batch_size or batch_size, shuffle=False, **kwargs)
-    return train_loader, test_loader
+    train_loader = DataLoader(train_set, recipe.batch_size, shuffle=True, generator=generator, **kwargs)
+    return train_loader, DataLoader(test_set, data.test_batch_size, shuffle=False, **kwargs)
 
 
-def mnist_tensors(train, device, size=None, root=DATA_DIR, mnist_dir=None):
+def mnist_tensors(train, device, data):
     """A whole split as two tensors on `device`: images (N, 1, 28, 28), normalised once, and labels (N,)."""
-    dataset = mnist_dataset(train, None, root, mnist_dir)
-    images = dataset.data[: size or None].to(device)  # (N, 28, 28) uint8: moved while still small
+    dataset = mnist_dataset(train, data)
+    size = (data.train_size if train else data.test_size) or None
+    images = dataset.data[:size].to(device)  # (N, 28, 28) uint8: moved while still small
     images = (images.unsqueeze(1).float() / 255 - MEAN) / STD  # (N, 1, 28, 28) float32
-    return images, dataset.targets[: size or None].to(device)
+    return images, dataset.targets[:size].to(device)
 
 
 def augment(images, generator, degrees=15.0, zoom_p=0.1):
@@ -247,7 +341,7 @@ def augment(images, generator, degrees=15.0, zoom_p=0.1):
     seeds' RandomRotation; outside the image is black, as with the seeds' fill=0.
     """
     n = images.shape[0]
-    u = torch.rand(2, n, device=images.device, generator=generator)
+    u = torch.rand(2, n, device=generator.device, generator=generator).to(images.device)
     angle = (2 * u[0] - 1) * math.radians(degrees)
     scale = torch.where(u[1] < zoom_p, 22 / 28, 1.0)  # sample the central 22/28 of the image: zoom in
     cos, sin, zero = scale * angle.cos(), scale * angle.sin(), torch.zeros_like(angle)
@@ -267,7 +361,7 @@ class TensorLoader:
     def __init__(self, images, labels, batch_size, shuffle=False, seed=0, degrees=0.0, zoom_p=0.0):
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.degrees, self.zoom_p = batch_size, shuffle, degrees, zoom_p
-        self.generator = torch.Generator(images.device).manual_seed(seed)
+        self.generator = torch.Generator(generator_device(images.device)).manual_seed(seed)
         self.dataset = TensorDataset(images, labels)  # len(loader.dataset), as for a DataLoader
 
     def __len__(self):
@@ -275,7 +369,9 @@ class TensorLoader:
 
     def __iter__(self):
         n = len(self.labels)
-        order = torch.randperm(n, device=self.images.device, generator=self.generator) if self.shuffle else None
+        order = None
+        if self.shuffle:
+            order = torch.randperm(n, device=self.generator.device, generator=self.generator).to(self.images.device)
         for start in range(0, n, self.batch_size):
             idx = slice(start, start + self.batch_size) if order is None else order[start : start + self.batch_size]
             images, labels = self.images[idx], self.labels[idx]
@@ -284,27 +380,25 @@ class TensorLoader:
             yield images, labels
 
 
-def fast_loaders(batch_size=512, seed=1, train_size=None, test_size=None, root=DATA_DIR, mnist_dir=None,
-                 device=torch.device("cpu"), degrees=15.0, zoom_p=0.1, test_batch_size=None):
-    """The fast pipeline: MNIST as tensors on `device`, batched by `TensorLoader`s.
+def fast_loaders(recipe, data, seed, device):
+    """The fast pipeline: MNIST as tensors on `device`, batched by `TensorLoader`s; (train_loader, test_loader).
 
-    Returns (train_loader, test_loader), as `classic_loaders` does; the training batches are augmented.
+    The training batches are shuffled and augmented with the generator seeded with `seed`.
     """
-    train_images, train_labels = mnist_tensors(True, device, train_size, root, mnist_dir)
-    test_images, test_labels = mnist_tensors(False, device, test_size, root, mnist_dir)
-    train_loader = TensorLoader(train_images, train_labels, batch_size, shuffle=True, seed=seed,
-                                degrees=degrees, zoom_p=zoom_p)
-    return train_loader, TensorLoader(test_images, test_labels, test_batch_size or 1000)
+    train_loader = TensorLoader(*mnist_tensors(True, device, data), recipe.batch_size, shuffle=True, seed=seed,
+                                degrees=recipe.degrees, zoom_p=recipe.zoom_p)
+    return train_loader, TensorLoader(*mnist_tensors(False, device, data), data.test_batch_size)
 
 
-def make_loaders(pipeline, batch_size, seed, device, train_size=None, test_size=None, degrees=15.0, zoom_p=0.1,
-                 root=DATA_DIR, mnist_dir=None, test_batch_size=None):
-    """(train_loader, test_loader) of the 'fast' or the 'classic' pipeline."""
-    if pipeline not in ("fast", "classic"):
-        raise ValueError(f"unknown pipeline {pipeline!r}: use 'fast' or 'classic'")
-    loaders = fast_loaders if pipeline == "fast" else classic_loaders
-    return loaders(batch_size, seed, train_size, test_size, root=root, mnist_dir=mnist_dir, device=device,
-                   degrees=degrees, zoom_p=zoom_p, test_batch_size=test_batch_size)
+PIPELINES = {"fast": fast_loaders, "classic": classic_loaders}
+
+
+def make_loaders(recipe, data, seed, device):
+    """(train_loader, test_loader) of the recipe's pipeline."""
+    return PIPELINES[recipe.pipeline](recipe, data, seed, device)
+
+
+# ----------------------------------------------------------------------------- your own digits
 
 
 class ImageError(ValueError):
@@ -356,7 +450,7 @@ def load_digit(path):
     return ((digit - MEAN) / STD)[None, None]
 
 
-# ----------------------------------------------------------------------------- training
+# ----------------------------------------------------------------------------- recipes
 
 
 SCHEDULES = ("step", "onecycle", "plateau", "none")
@@ -364,25 +458,42 @@ SCHEDULES = ("step", "onecycle", "plateau", "none")
 
 @dataclass(frozen=True)
 class Recipe:
-    """Everything that defines a training run but the model and the seed."""
+    """Everything that defines a training run but the model, the data and the seed.
 
-    pipeline: str = "fast"  # 'fast': tensors on the device, bf16 where native; 'classic': DataLoader + PIL
+    Each field's comment is its help text on the command line (`python main.py train --help`).
+    """
+
+    pipeline: str = "fast"  # 'fast': tensors on the device, batched augmentation; 'classic': DataLoader + PIL
+    precision: str = "auto"  # 'auto': bf16 where native, fp16 on older GPUs, else fp32; or float32/bfloat16/float16
     epochs: int = 20  # passes over the training set
     batch_size: int = 512  # images per step
     lr: float = 0.01  # SGD learning rate (the peak one for 'onecycle')
     momentum: float = 0.9  # SGD momentum
     nesterov: bool = False  # Nesterov momentum
     weight_decay: float = 0.0  # L2 penalty
-    schedule: str = "step"  # one of SCHEDULES
+    schedule: str = "step"  # learning-rate schedule: step, onecycle, plateau or none
     step_size: int = 15  # 'step': epochs between drops; 'plateau': epochs without progress before one
-    gamma: float = 0.1  # 'step'/'plateau': factor applied at each drop
+    gamma: float = 0.1  # 'step'/'plateau': factor applied to the learning rate at each drop
     label_smoothing: float = 0.0  # share of the target spread over the other classes
     degrees: float = 15.0  # augmentation: rotation uniform in +-degrees
     zoom_p: float = 0.1  # augmentation: probability of the seeds' zoom (crop 22 -> 28)
 
+    def __post_init__(self):
+        choices = {"pipeline": tuple(PIPELINES), "precision": PRECISIONS, "schedule": SCHEDULES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}: use one of {', '.join(allowed)}")
+        rules = {"> 0": ("epochs", "batch_size", "step_size", "lr", "gamma"),
+                 ">= 0": ("momentum", "weight_decay", "degrees"), "in [0, 1]": ("zoom_p", "label_smoothing")}
+        holds = {"> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, "in [0, 1]": lambda v: 0 <= v <= 1}
+        for rule, names in rules.items():
+            for name in names:
+                if not holds[rule](getattr(self, name)):  # also false for nan
+                    raise ValueError(f"{name} must be {rule}, got {getattr(self, name)}")
+
 
 RECIPES = {
-    "classic": Recipe(pipeline="classic"),  # the seeds' pipeline and recipe, exactly
+    "classic": Recipe(pipeline="classic", precision="float32"),  # the seeds' pipeline and recipe, exactly
     # Chosen by measurement (README, BENCHMARKS.md): >= 99.4% in 3 epochs, about 2.5 minutes on 2 CPU cores
     "fast": Recipe(pipeline="fast", epochs=3, batch_size=128, lr=0.15, nesterov=True, schedule="onecycle",
                    label_smoothing=0.1, degrees=5.0, zoom_p=0.1),
@@ -392,24 +503,58 @@ RECIPES = {
 }
 
 
-def get_optimizer(model, lr=0.01, momentum=0.9, nesterov=False, weight_decay=0.0):
-    return optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+def recipe_help():
+    """{field name: its comment in `Recipe`}: the one place each hyperparameter is explained."""
+    import inspect
+
+    found = re.findall(r"^\s+(\w+): [\w| ]+ = [^#\n]+#\s*(.+)$", inspect.getsource(Recipe), re.MULTILINE)
+    return dict(found)
 
 
-def get_scheduler(optimizer, schedule="step", epochs=20, steps_per_epoch=1, step_size=15, gamma=0.1):
-    """The learning-rate schedule: 'step' (StepLR, the seeds'), 'onecycle' (OneCycleLR to the optimizer's lr
+def make_recipe(name="fast", **changes):
+    """RECIPES[name] with `changes`; then any field set in the environment under its upper-case name wins
+    (`EPOCHS=1 make train`). Bad values raise ValueError saying which."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}: use one of {', '.join(RECIPES)}")
+    base = RECIPES[name]
+    unknown = set(changes) - {f.name for f in fields(Recipe)}
+    if unknown:
+        raise ValueError(f"unknown recipe field(s) {', '.join(sorted(unknown))}: use {', '.join(recipe_help())}")
+    from_env = {f.name: env(f.name.upper(), getattr(base, f.name)) for f in fields(Recipe)
+                if os.environ.get(f.name.upper())}
+    return replace(base, **{**changes, **from_env})
+
+
+def describe_recipe(recipe, base=None):
+    """The recipe as lines of `name = value`, marking the values that differ from `base` (a Recipe)."""
+    lines = []
+    for f in fields(Recipe):
+        value = getattr(recipe, f.name)
+        was = getattr(base, f.name) if base is not None else value
+        lines.append(f"  {f.name:<16}= {value!r}" + (f"   (recipe: {was!r})" if was != value else ""))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def get_optimizer(model, recipe):
+    return optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
+                     weight_decay=recipe.weight_decay)
+
+
+def get_scheduler(optimizer, recipe, steps_per_epoch=1):
+    """The learning-rate schedule: 'step' (StepLR, the seeds'), 'onecycle' (OneCycleLR to the recipe's lr
     and down, stepped per batch), 'plateau' (ReduceLROnPlateau on the test loss) or 'none'."""
-    if schedule == "step":
-        return optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
-    if schedule == "onecycle":
-        return optim.lr_scheduler.OneCycleLR(optimizer, max_lr=optimizer.param_groups[0]["lr"], epochs=epochs,
+    if recipe.schedule == "step":
+        return optim.lr_scheduler.StepLR(optimizer, step_size=recipe.step_size, gamma=recipe.gamma)
+    if recipe.schedule == "onecycle":
+        return optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, epochs=recipe.epochs,
                                              steps_per_epoch=steps_per_epoch, pct_start=0.3,
                                              anneal_strategy="linear")
-    if schedule == "plateau":
-        return optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=gamma, patience=step_size)
-    if schedule == "none":
-        return None
-    raise ValueError(f"unknown schedule {schedule!r}: use one of {', '.join(SCHEDULES)}")
+    if recipe.schedule == "plateau":
+        return optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=recipe.gamma, patience=recipe.step_size)
+    return None
 
 
 def get_loss(label_smoothing=0.0):
@@ -418,106 +563,177 @@ def get_loss(label_smoothing=0.0):
     return nn.CrossEntropyLoss(label_smoothing=label_smoothing) if label_smoothing else nn.NLLLoss()
 
 
-def train(model, device, loader, optimizer, criterion, scheduler=None, amp_dtype=None, desc="train",
-          log_interval=None):
-    """One epoch of training; returns (mean loss, accuracy %) over the epoch.
-
-    `scheduler`, if given, is stepped after every batch (OneCycleLR and the like); `amp_dtype`
-    (see `autocast_dtype`) runs the forward pass in mixed precision. With `log_interval`, a plain
-    line every that many batches replaces the progress bar.
-    """
-    model.train()
-    total_loss, correct, seen = 0.0, 0, 0
-    pbar = tqdm(loader, desc=desc, disable=log_interval is not None)
-    for batch, (x, y) in enumerate(pbar, start=1):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            output = model(x)
-            loss = criterion(output, y)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"the training loss became {loss.item()} (batch {seen // len(y) + 1})")
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        total_loss += loss.item() * len(y)
-        correct += (output.argmax(dim=1) == y).sum().item()
-        seen += len(y)
-        pbar.set_postfix_str(f"loss={loss.item():.4f} acc={100 * correct / seen:.2f}%")
-        if log_interval and batch % log_interval == 0:  # not pbar.n: a disabled bar does not count
-            print(f"{desc} [{seen}/{len(loader.dataset)}] loss {loss.item():.4f} acc {100 * correct / seen:.2f}%")
-    return total_loss / seen, 100 * correct / seen
-
-
-@torch.no_grad()
-def test(model, device, loader, criterion, amp_dtype=None):
-    """Evaluate on `loader`; prints and returns (mean loss, accuracy %)."""
-    model.eval()
-    total_loss, correct, seen = 0.0, 0, 0
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            output = model(x)
-        total_loss += criterion(output.float(), y).item() * len(y)
-        correct += (output.argmax(dim=1) == y).sum().item()
-        seen += len(y)
-    print(f"Test set: average loss {total_loss / seen:.4f}, accuracy {correct}/{seen} ({100 * correct / seen:.2f}%)")
-    return total_loss / seen, 100 * correct / seen
-
-
 def new_history():
     """Per-epoch record of a run: what `fit` returns and `plot_stats` draws."""
     return {"train_loss": [], "train_acc": [], "test_loss": [], "test_acc": [], "lr": [], "seconds": []}
 
 
-PER_BATCH_SCHEDULERS = (optim.lr_scheduler.OneCycleLR, optim.lr_scheduler.CyclicLR)
+@dataclass
+class Trainer:
+    """One training run, ready to go: what `prepare` builds, `fit` trains and a checkpoint saves."""
+
+    model_name: str  # a name in model.MODELS
+    recipe: Recipe
+    data: Data
+    seed: int
+    device: torch.device
+    precision: Precision
+    model: nn.Module
+    train_loader: object
+    test_loader: object
+    optimizer: optim.Optimizer
+    scheduler: object  # an lr scheduler, or None
+    criterion: nn.Module
+    scaler: torch.amp.GradScaler
+    history: dict = field(default_factory=new_history)
+    run_file: Path | None = None  # this run's record in runs/ (see runs.py), made by `fit`
+
+    @property
+    def config(self):
+        """What a checkpoint needs to rebuild this trainer: model, seed, recipe and data, as plain values."""
+        data = {k: str(v) if isinstance(v, os.PathLike) else v for k, v in asdict(self.data).items()}  # loadable
+        return {"model": self.model_name, "seed": self.seed, "recipe": asdict(self.recipe), "data": data,
+                "run_file": str(self.run_file) if self.run_file else None}
+
+
+def prepare(model_name, recipe, data=Data(), device=torch.device("cpu"), seed=1):
+    """A `Trainer` for a fresh model `model_name`, seeded with `seed`: same seed, same run (on CPU)."""
+    seed_everything(seed)
+    model = get_model(model_name).to(device, memory_format=memory_format(device))
+    train_loader, test_loader = make_loaders(recipe, data, seed, device)
+    optimizer = get_optimizer(model, recipe)
+    precision = choose_precision(device, recipe.precision)
+    return Trainer(model_name, recipe, data, seed, device, precision, model, train_loader, test_loader, optimizer,
+                   get_scheduler(optimizer, recipe, len(train_loader)), get_loss(recipe.label_smoothing),
+                   torch.amp.GradScaler(device.type, enabled=precision.scaled))
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite: the weights are lost, the last checkpoint and the history are not."""
 
 
-def fit(model, device, train_loader, test_loader, optimizer, scheduler, criterion, epochs, history=None,
-        amp_dtype=None, checkpoint=None, config=None, log_interval=None):
-    """Train for `epochs` epochs, testing after each; returns the history.
+PER_BATCH_SCHEDULERS = (optim.lr_scheduler.OneCycleLR, optim.lr_scheduler.CyclicLR)
 
-    The scheduler is stepped after each batch if it is a per-batch one (OneCycleLR), with the test loss
-    if it is ReduceLROnPlateau, else after each epoch. A `history` from an earlier call (or a checkpoint)
-    is continued from its last epoch. With `checkpoint` (a path), everything needed to resume is saved
-    there after every epoch. Ctrl-C stops training and returns the history so far; a diverging loss
-    raises TrainingDiverged, which carries the history.
+
+def train(t, desc="train", log_interval=None):
+    """One epoch of training of the trainer `t`; returns (mean loss, accuracy %) over the epoch.
+
+    A per-batch scheduler (OneCycleLR) is stepped after every batch. With `log_interval`, a plain line
+    every that many batches replaces the progress bar; headless, one line for the epoch does.
     """
-    history = history if history is not None else new_history()
-    per_batch = isinstance(scheduler, PER_BATCH_SCHEDULERS)
+    t.model.train()
+    per_batch = isinstance(t.scheduler, PER_BATCH_SCHEDULERS)
+    total_loss, correct, seen = 0.0, 0, 0
+    pbar = tqdm(t.train_loader, desc=desc, disable=log_interval is not None or headless())
+    for batch, (x, y) in enumerate(pbar, start=1):
+        x, y = x.to(t.device, non_blocking=True), y.to(t.device, non_blocking=True)
+        t.optimizer.zero_grad(set_to_none=True)
+        with t.precision.autocast(t.device):
+            output = t.model(x)
+            loss = t.criterion(output, y)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"the training loss became {loss.item()} (batch {batch})")
+        t.scaler.scale(loss).backward()  # with fp16, scaled so that small gradients survive; else as it is
+        t.scaler.step(t.optimizer)
+        t.scaler.update()
+        if per_batch:
+            t.scheduler.step()
+        total_loss += loss.item() * len(y)
+        correct += (output.argmax(dim=1) == y).sum().item()
+        seen += len(y)
+        pbar.set_postfix_str(f"loss={loss.item():.4f} acc={100 * correct / seen:.2f}%")
+        if log_interval and batch % log_interval == 0:  # not pbar.n: a disabled bar does not count
+            print(f"{desc} [{seen}/{len(t.train_loader.dataset)}] loss {loss.item():.4f} "
+                  f"acc {100 * correct / seen:.2f}%")
+    if pbar.disable:
+        print(f"{desc}: training loss {total_loss / seen:.4f}, accuracy {100 * correct / seen:.2f}%")
+    return total_loss / seen, 100 * correct / seen
+
+
+@torch.no_grad()
+def test(t, loader=None):
+    """Evaluate the trainer's model on `loader` (default: its test set); prints and returns (mean loss, accuracy %)."""
+    t.model.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    for x, y in t.test_loader if loader is None else loader:
+        x, y = x.to(t.device, non_blocking=True), y.to(t.device, non_blocking=True)
+        with t.precision.autocast(t.device):
+            output = t.model(x)
+        total_loss += t.criterion(output.float(), y).item() * len(y)
+        correct += (output.argmax(dim=1) == y).sum().item()
+        seen += len(y)
+    print(f"Test set: average loss {total_loss / seen:.4f}, accuracy {correct}/{seen} ({100 * correct / seen:.2f}%)")
+    return total_loss / seen, 100 * correct / seen
+
+
+def end_epoch(t, train_result, test_result, lr, seconds, checkpoint=None):
+    """What follows each epoch: the per-epoch scheduler step, the history, the checkpoint."""
+    if isinstance(t.scheduler, optim.lr_scheduler.ReduceLROnPlateau):
+        t.scheduler.step(test_result[0])  # on the test loss
+    elif t.scheduler is not None and not isinstance(t.scheduler, PER_BATCH_SCHEDULERS):
+        t.scheduler.step()
+    (train_loss, train_acc), (test_loss, test_acc) = train_result, test_result
+    row = dict(train_loss=train_loss, train_acc=train_acc, test_loss=test_loss, test_acc=test_acc, lr=lr,
+               seconds=seconds)
+    for key, value in row.items():
+        t.history[key].append(value)
+    if checkpoint:
+        save_checkpoint(checkpoint, t)
+    keep_run(t)
+
+
+def fit(t, checkpoint=None, log_interval=None):
+    """Train the trainer `t` to the end of its recipe's epochs, testing after each; returns the history.
+
+    Goes on from where `t.history` stops (a resumed checkpoint). The run is kept in runs/ (`runs.py`), its
+    record rewritten after every epoch; with `checkpoint` (a path), everything needed to resume is saved there
+    too. Ctrl-C stops training and returns the history
+    so far; a diverging loss raises TrainingDiverged, which carries the history.
+    """
+    t.run_file = t.run_file or start_run(t)
+    with stopping_cleanly(t, checkpoint):
+        for epoch in range(len(t.history["test_acc"]) + 1, t.recipe.epochs + 1):
+            lr, start = t.optimizer.param_groups[0]["lr"], time.perf_counter()
+            train_result = train(t, f"Epoch {epoch}/{t.recipe.epochs} lr={lr:.3g}", log_interval)
+            end_epoch(t, train_result, test(t), lr, time.perf_counter() - start, checkpoint)
+    return t.history
+
+
+def start_run(t):
+    """Open the record of the trainer's run in runs/, named after what differs from the closest named recipe."""
+    name, base = min(RECIPES.items(), key=lambda item: sum(a != b for a, b in zip(asdict(item[1]).values(),
+                                                                                  asdict(t.recipe).values())))
+    meta = {"recipe": asdict(t.recipe), "recipe_name": name, "model": t.model_name, "seed": t.seed,
+            "params": sum(p.numel() for p in t.model.parameters()), "device": device_name(t.device),
+            "precision": str(t.precision), "data": t.config["data"]}
+    return runs.start_run(meta, asdict(base))
+
+
+def keep_run(t):
+    """Rewrite the run's record with the history so far; a record that cannot be written costs a warning, not
+    the run."""
     try:
-        for epoch in range(len(history["train_loss"]) + 1, epochs + 1):
-            lr = optimizer.param_groups[0]["lr"]
-            start = time.perf_counter()
-            train_loss, train_acc = train(model, device, train_loader, optimizer, criterion,
-                                          scheduler if per_batch else None, amp_dtype,
-                                          f"Epoch {epoch}/{epochs} lr={lr:.3g}", log_interval)
-            test_loss, test_acc = test(model, device, test_loader, criterion, amp_dtype)
-            if isinstance(scheduler, optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(test_loss)
-            elif scheduler is not None and not per_batch:
-                scheduler.step()
-            for key, value in zip(new_history(), (train_loss, train_acc, test_loss, test_acc, lr,
-                                                  time.perf_counter() - start)):
-                history[key].append(value)
-            if checkpoint:
-                save_checkpoint(checkpoint, model, optimizer, scheduler, history, train_loader, config)
+        runs.write_run(t.run_file, t.history, finished=len(t.history["test_acc"]) >= t.recipe.epochs)
+    except (OSError, runs.RunFileError) as e:
+        print(f"warning: the run's record was not updated ({e})")
+
+
+@contextmanager
+def stopping_cleanly(t, checkpoint):
+    """Ctrl-C ends training quietly, keeping the history and the checkpoint; a diverging loss is re-raised
+    with both, and with what to do."""
+    try:
+        yield
     except KeyboardInterrupt:
-        done = len(history["train_loss"])
+        done = len(t.history["test_acc"])
         saved = f"; the checkpoint of epoch {done} is {checkpoint}" if checkpoint and done else ""
         print(f"Interrupted: kept the history of {done} finished epoch(s){saved}.")
     except TrainingDiverged as e:
-        saved = f" The checkpoint of epoch {len(history['train_loss'])} is {checkpoint}." if checkpoint else ""
-        error = TrainingDiverged(f"{e} in epoch {len(history['train_loss']) + 1}: lower the learning rate "
-                                 f"(it was {optimizer.param_groups[0]['lr']:.3g}).{saved}")
-        error.history = history
+        saved = f" The checkpoint of epoch {len(t.history['test_acc'])} is {checkpoint}." if checkpoint else ""
+        error = TrainingDiverged(f"{e} in epoch {len(t.history['test_acc']) + 1}: lower the learning rate "
+                                 f"(it was {t.optimizer.param_groups[0]['lr']:.3g}).{saved}")
+        error.history = t.history
         raise error from None
-    return history
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -527,18 +743,20 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: unreadable, or for another model."""
 
 
-def save_checkpoint(path, model, optimizer, scheduler, history, train_loader, config=None):
-    """Write all that a run needs to go on exactly where it stopped (atomically: a crash leaves the old one)."""
+def save_checkpoint(path, t):
+    """Write all that the trainer `t` needs to go on exactly where it stopped (atomically: a crash leaves
+    the old file), and what it was: model, seed, recipe, data."""
     state = {
-        "model_name": type(model).__name__,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "epoch": len(history["train_loss"]),
-        "history": history,
-        "rng": {"torch": torch.get_rng_state(), "loader": train_loader.generator.get_state(),
+        "model_name": type(t.model).__name__,
+        "model": t.model.state_dict(),
+        "optimizer": t.optimizer.state_dict(),
+        "scheduler": t.scheduler.state_dict() if t.scheduler is not None else None,
+        "scaler": t.scaler.state_dict(),
+        "epoch": len(t.history["test_acc"]),
+        "history": t.history,
+        "rng": {"torch": torch.get_rng_state(), "loader": t.train_loader.generator.get_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-        "config": config or {},
+        "config": t.config,
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -561,12 +779,9 @@ def read_checkpoint(path):
     return state
 
 
-def load_checkpoint(path, model, optimizer=None, scheduler=None, train_loader=None):
-    """Restore a `save_checkpoint` file into the given objects; returns (history, config).
-
-    Restores the RNG states too, so that a resumed CPU run ends exactly as an uninterrupted one.
-    """
-    state = read_checkpoint(path)
+def load_weights(path, model, state=None):
+    """Put the weights of the checkpoint at `path` into `model`; returns the checkpoint dict."""
+    state = state or read_checkpoint(path)
     if state["model_name"] != type(model).__name__:
         raise CheckpointError(f"{path} holds a {state['model_name']} model, not a {type(model).__name__}: "
                               "choose the model it was trained with, or another checkpoint")
@@ -574,56 +789,47 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None, train_loader=No
         model.load_state_dict(state["model"])
     except RuntimeError as e:
         raise CheckpointError(f"{path} does not fit {type(model).__name__}: {str(e).splitlines()[0]}") from None
-    if optimizer is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and state["scheduler"] is not None:
-        scheduler.load_state_dict(state["scheduler"])
+    return state
+
+
+def load_checkpoint(path, t):
+    """Restore a `save_checkpoint` file into the trainer `t` (built with the checkpoint's settings), so that
+    `fit(t)` goes on where it stopped; returns the history. The RNG states come back too: on CPU a resumed
+    run ends exactly as an uninterrupted one."""
+    state = load_weights(path, t.model)
+    saved_steps = (state["scheduler"] or {}).get("total_steps")
+    if saved_steps is not None and saved_steps != getattr(t.scheduler, "total_steps", saved_steps):
+        planned = state["config"]["recipe"]["epochs"]
+        raise CheckpointError(f"{path} was trained with a one-cycle schedule planned for {planned} epochs "
+                              f"({saved_steps} batches), which cannot be stretched to {t.recipe.epochs} epochs "
+                              f"({t.scheduler.total_steps} batches): resume it with its {planned} epochs, or start a "
+                              "new run (a 'step', 'plateau' or 'none' schedule can be extended)")
+    t.optimizer.load_state_dict(state["optimizer"])
+    if t.scheduler is not None and state["scheduler"] is not None:
+        t.scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler"):
+        t.scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"]["torch"])
     if state["rng"]["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    if train_loader is not None:
-        train_loader.generator.set_state(state["rng"]["loader"])
-    return state["history"], state["config"]
+    t.train_loader.generator.set_state(state["rng"]["loader"])
+    t.history = state["history"]
+    run_file = state["config"].get("run_file")
+    t.run_file = Path(run_file) if run_file and Path(run_file).is_file() else None  # go on in the same record
+    return t.history
 
 
-def prepare(recipe, model, seed, device, train_size=None, test_size=None, root=DATA_DIR, mnist_dir=None,
-            test_batch_size=None):
-    """Everything `fit` needs to train `model` with `recipe`, built in the notebook's order.
-
-    Moves the model to `device` (channels_last); returns (train_loader, test_loader, optimizer,
-    scheduler, criterion, amp_dtype). The fast pipeline trains in bf16 where the hardware has it.
-    """
-    train_loader, test_loader = make_loaders(recipe.pipeline, recipe.batch_size, seed, device, train_size,
-                                             test_size, recipe.degrees, recipe.zoom_p, root, mnist_dir,
-                                             test_batch_size)
-    model.to(device, memory_format=torch.channels_last)
-    optimizer = get_optimizer(model, recipe.lr, recipe.momentum, recipe.nesterov, recipe.weight_decay)
-    scheduler = get_scheduler(optimizer, recipe.schedule, recipe.epochs, len(train_loader), recipe.step_size,
-                              recipe.gamma)
-    amp_dtype = autocast_dtype(device) if recipe.pipeline == "fast" else None
-    return train_loader, test_loader, optimizer, scheduler, get_loss(recipe.label_smoothing), amp_dtype
+def saved_settings(path):
+    """(model name, seed, Recipe, Data) that the checkpoint at `path` was trained with."""
+    config = read_checkpoint(path)["config"]
+    if "recipe" not in config:
+        raise CheckpointError(f"{path} was written before checkpoints kept their recipe: it can be used for "
+                              "predictions, not resumed; start a new run")
+    data = {k: v for k, v in config.get("data", {}).items() if k in {f.name for f in fields(Data)}}
+    return config.get("model", "net"), config.get("seed", 1), Recipe(**config["recipe"]), Data(**data)
 
 
-def train_model(model, recipe, seed=1, device=torch.device("cpu"), train_size=None, test_size=None,
-                mnist_dir=None):
-    """Train `model` from scratch with `recipe` (seeded): `prepare` + `fit`; returns the history."""
-    seed_everything(seed)
-    parts = prepare(recipe, model, seed, device, train_size, test_size, mnist_dir=mnist_dir)
-    train_loader, test_loader, optimizer, scheduler, criterion, amp_dtype = parts
-    return fit(model, device, train_loader, test_loader, optimizer, scheduler, criterion, recipe.epochs,
-               amp_dtype=amp_dtype)
-
-
-def results_row(name, model, history, target=99.4, last=3):
-    """One row of a progression table: parameters, best/final accuracies, and whether the last `last` epochs
-    all reach `target`% on the test set."""
-    return {
-        "model": name, "params": sum(p.numel() for p in model.parameters()), "epochs": len(history["test_acc"]),
-        "best_train": max(history["train_acc"]), "final_train": history["train_acc"][-1],
-        "best_test": max(history["test_acc"]), "final_test": history["test_acc"][-1],
-        f"last_{last}_at_target": all(acc >= target for acc in history["test_acc"][-last:]),
-        "minutes": sum(history["seconds"]) / 60,
-    }
+# ----------------------------------------------------------------------------- results
 
 
 @torch.no_grad()
@@ -638,100 +844,13 @@ def predictions(model, device, loader):
     return torch.cat(images), torch.cat(targets), torch.cat(preds)
 
 
-def confusion_matrix(targets, preds, num_classes=10):
-    """(num_classes, num_classes) counts: row = true digit, column = predicted digit."""
-    return torch.bincount(targets * num_classes + preds, minlength=num_classes**2).view(num_classes, num_classes)
-
-
-# ----------------------------------------------------------------------------- plots
-
-
-def _finish(fig, save):
-    """Save `fig` as a PNG if asked (creating the folder), and return it."""
-    if save:
-        Path(save).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(save, dpi=100, bbox_inches="tight")
-    return fig
-
-
-def plot_digits(images, titles, ncols=10, save=None, suptitle=None):
-    """A grid of (N, 1, 28, 28) digit images with a title under each."""
-    nrows = max(1, -(-len(images) // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.5 * nrows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, title in zip(axes.flat, images, titles):
-        ax.imshow(image.squeeze(0).float().numpy(), cmap="gray")
-        ax.set_title(title, fontsize=9)
-    if suptitle:
-        fig.suptitle(suptitle)
-    fig.tight_layout()
-    return _finish(fig, save)
-
-
-def plot_samples(loader, n=20, save=None):
-    """The first `n` images of one batch of `loader`, each with its label.
-
-    The loader's generator is put back as it was, so that looking at samples leaves the training run
-    (shuffling, augmentation) exactly as it would be without them.
-    """
-    generator = getattr(loader, "generator", None)
-    state = generator.get_state() if generator is not None else None
-    images, labels = next(iter(loader))
-    if state is not None:
-        generator.set_state(state)
-    return plot_digits(images[:n], [str(int(label)) for label in labels[:n]], save=save,
-                       suptitle="Training samples (after augmentation)")
-
-
-def plot_stats(history, save=None):
-    """The 2x2 grid of training/test loss/accuracy per epoch."""
-    epochs = range(1, len(history["train_loss"]) + 1)
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-    panels = [("train_loss", "Training loss"), ("train_acc", "Training accuracy (%)"),
-              ("test_loss", "Test loss"), ("test_acc", "Test accuracy (%)")]
-    for ax, (key, title) in zip(axes.flat, panels):
-        ax.plot(epochs, history[key], marker="o", markersize=3)
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return _finish(fig, save)
-
-
-def _plot_predictions(images, targets, preds, mask, n, save, suptitle):
-    idx = mask.nonzero().flatten()[:n]
-    titles = [f"pred {int(preds[i])}\ntrue {int(targets[i])}" for i in idx]
-    return plot_digits(images[idx], titles, save=save, suptitle=suptitle)
-
-
-def plot_missed(images, targets, preds, n=20, save=None):
-    """The first `n` misclassified test digits, predicted vs true label."""
-    missed = preds != targets
-    return _plot_predictions(images, targets, preds, missed, n, save,
-                             f"Misclassified: {int(missed.sum())} of {len(targets)}")
-
-
-def plot_correct(images, targets, preds, n=20, save=None):
-    """The first `n` correctly classified test digits."""
-    right = preds == targets
-    return _plot_predictions(images, targets, preds, right, n, save,
-                             f"Correctly classified: {int(right.sum())} of {len(targets)}")
-
-
-def plot_confusion(targets, preds, save=None):
-    """The confusion matrix (counts), with each digit's accuracy on its row label."""
-    cm = confusion_matrix(targets, preds)
-    per_class = 100 * cm.diag() / cm.sum(dim=1).clamp(min=1)
-    fig, ax = plt.subplots(figsize=(8, 7))
-    ax.imshow(cm.float().log1p().numpy(), cmap="Blues")  # log scale so that the few errors show
-    for (i, j), count in zip(torch.cartesian_prod(torch.arange(10), torch.arange(10)).tolist(), cm.flatten().tolist()):
-        if count:
-            ax.text(j, i, count, ha="center", va="center", fontsize=8, color="white" if i == j else "black")
-    ax.set_xticks(range(10))
-    ax.set_yticks(range(10), [f"{d}  ({acc:.1f}%)" for d, acc in enumerate(per_class.tolist())])
-    ax.set_xlabel("predicted digit")
-    ax.set_ylabel("true digit  (per-class accuracy)")
-    ax.set_title(f"Confusion matrix: {100 * cm.diag().sum() / cm.sum():.2f}% of {int(cm.sum())} correct")
-    fig.tight_layout()
-    return _finish(fig, save)
+def results_row(name, model, history, target=99.4, last=3):
+    """One row of a progression table: parameters, best/final accuracies, and whether the last `last` epochs
+    all reach `target`% on the test set."""
+    return {
+        "model": name, "params": sum(p.numel() for p in model.parameters()), "epochs": len(history["test_acc"]),
+        "best_train": max(history["train_acc"]), "final_train": history["train_acc"][-1],
+        "best_test": max(history["test_acc"]), "final_test": history["test_acc"][-1],
+        f"last_{last}_at_target": all(acc >= target for acc in history["test_acc"][-last:]),
+        "minutes": sum(history["seconds"]) / 60,
+    }

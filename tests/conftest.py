@@ -61,6 +61,13 @@ def no_env_mnist_dir(monkeypatch):
     monkeypatch.delenv("MNIST_DIR", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def runs_dir(tmp_path, monkeypatch):
+    """The runs that tests train are kept in a scratch folder, never in the repo's runs/."""
+    monkeypatch.setenv("RUNS_DIR", str(tmp_path / "runs"))
+    return tmp_path / "runs"
+
+
 @pytest.fixture
 def offline(monkeypatch):
     """Make torchvision's download fail at once, as it does with no internet."""
@@ -78,3 +85,33 @@ def real_mnist_dir():
 
 def pytest_configure(config):
     os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ["HEADLESS"] = "1"  # notebooks run by nbmake inherit it: plain-text progress, no widget state
+
+
+# The device kinds: 'cpu' runs everywhere (so CI keeps these tests working), the others where they exist.
+DEVICES = [
+    pytest.param("cpu"),
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")),
+    pytest.param("mps", marks=pytest.mark.skipif(not torch.backends.mps.is_available(), reason="no Apple MPS here")),
+]
+ACCELERATORS = DEVICES[1:]
+
+
+class OnDevice(torch.Tensor):
+    """A CPU tensor that behaves like a CUDA or MPS one where it matters to the plots: `.numpy()`, and so
+    numpy and matplotlib, fail unless `.cpu()` came first. Whatever is computed from it stays 'on the device'."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in (torch.Tensor.numpy, torch.Tensor.__array__):
+            raise TypeError("can't convert a device tensor to numpy: use Tensor.cpu() first")
+        if func is torch.Tensor.cpu or (func is torch.Tensor.to and "cpu" in str((args[1:], kwargs))):
+            with torch._C.DisableTorchFunctionSubclass():
+                return args[0].to("cpu", copy=True)  # a plain CPU tensor again
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+def on_device(*tensors):
+    """The tensors as `OnDevice` tensors (one, or a tuple)."""
+    moved = tuple(t.as_subclass(OnDevice) for t in tensors)
+    return moved[0] if len(moved) == 1 else moved

@@ -8,7 +8,9 @@ from PIL import Image
 
 import utils
 from conftest import make_digits
-from utils import BLACK, MEAN, STD, TensorLoader, augment, autocast_dtype, fast_loaders, mnist_tensors
+from utils import BLACK, MEAN, STD, Data, Recipe, TensorLoader, augment, fast_loaders, mnist_tensors
+
+CPU = torch.device("cpu")
 
 
 def bar_image():
@@ -36,7 +38,7 @@ def orientation_and_length(images):
 def seed_path(image, n):
     """n draws of the seeds' PIL transforms of `image`, back in [0, 1]."""
     pil = Image.fromarray(image.numpy())
-    tf = utils.train_transforms()
+    tf = utils.train_transforms(Recipe())
     return torch.stack([tf(pil) for _ in range(n)]) * STD + MEAN
 
 
@@ -76,12 +78,12 @@ def test_outside_the_image_is_filled_black():
 
 
 def test_mnist_tensors_are_normalised_once(mnist_dir, data_root):
-    images, labels = mnist_tensors(True, torch.device("cpu"), root=data_root, mnist_dir=mnist_dir)
+    images, labels = mnist_tensors(True, CPU, Data(mnist_dir, data_root))
     raw, raw_labels = make_digits(96, 0)
     assert images.shape == (96, 1, 28, 28) and images.dtype == torch.float32
     torch.testing.assert_close(images[:, 0], (raw.float() / 255 - MEAN) / STD)
     assert torch.equal(labels, raw_labels.long())
-    assert mnist_tensors(False, torch.device("cpu"), size=10, root=data_root)[0].shape[0] == 10
+    assert mnist_tensors(False, CPU, Data(root=data_root, test_size=10))[0].shape[0] == 10
 
 
 def test_tensor_loader_batches_shuffles_by_seed_and_covers_every_image():
@@ -102,18 +104,10 @@ def test_tensor_loader_batches_shuffles_by_seed_and_covers_every_image():
 
 
 def test_fast_loaders(mnist_dir, data_root):
-    train_loader, test_loader = fast_loaders(32, seed=0, root=data_root, mnist_dir=mnist_dir)
+    train_loader, test_loader = fast_loaders(Recipe(batch_size=32), Data(mnist_dir, data_root), 0, CPU)
     x, y = next(iter(train_loader))
     assert x.shape == (32, 1, 28, 28) and len(train_loader.dataset) == 96 and len(test_loader.dataset) == 48
     assert not torch.equal(x, train_loader.images[:32])  # augmented
-
-
-def test_bf16_on_cpus_that_have_it_and_fp32_elsewhere(monkeypatch):
-    monkeypatch.setattr(utils, "cpu_has_fast_bf16", lambda: True)
-    assert autocast_dtype(torch.device("cpu")) == torch.bfloat16
-    monkeypatch.setattr(utils, "cpu_has_fast_bf16", lambda: False)
-    assert autocast_dtype(torch.device("cpu")) is None
-    assert autocast_dtype(torch.device("mps")) is None
 
 
 def test_cpu_flags_decide_bf16(tmp_path):
@@ -125,18 +119,13 @@ def test_cpu_flags_decide_bf16(tmp_path):
     assert not utils.cpu_has_fast_bf16(tmp_path / "missing")  # not Linux: stay in fp32
 
 
-@pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16])
-def test_training_step_in_each_precision_and_channels_last(amp_dtype):
-    from model import Net
-
-    torch.manual_seed(0)
-    model = Net().to(memory_format=torch.channels_last)
-    images, labels = make_digits(64, 0)
-    x = ((images.float() / 255 - MEAN) / STD).unsqueeze(1)
-    loader = TensorLoader(x, labels.long(), 64, shuffle=True)
-    optimizer, criterion = utils.get_optimizer(model, lr=0.05), utils.get_loss()
-    before, _ = utils.test(model, torch.device("cpu"), loader, criterion, amp_dtype)
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])  # float16: tests/test_device.py
+def test_training_steps_in_each_precision_and_channels_last(precision, mnist_dir, data_root):
+    recipe = Recipe(precision=precision, schedule="none", batch_size=32, lr=0.05, degrees=0.0, zoom_p=0.0)
+    t = utils.prepare("net", recipe, Data(mnist_dir, data_root), CPU, seed=0)
+    assert t.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    before, _ = utils.test(t, t.train_loader)
     for _ in range(15):
-        utils.train(model, torch.device("cpu"), loader, optimizer, criterion, amp_dtype=amp_dtype)
-    after, _ = utils.test(model, torch.device("cpu"), loader, criterion, amp_dtype)
+        utils.train(t)
+    after, _ = utils.test(t, t.train_loader)
     assert after < 0.5 * before

@@ -1,4 +1,5 @@
 import math
+from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
 import pytest
@@ -9,9 +10,16 @@ from torch.utils.data import DataLoader, TensorDataset
 import utils
 from conftest import make_digits
 from lr_finder import LRFinderResult, lr_find, lr_schedule, plot_lr_find, steep, suggest, valley
-from utils import MEAN, STD, TensorLoader, get_loss, get_optimizer, get_scheduler
+from utils import FP32, MEAN, STD, Recipe, TensorLoader, get_loss, get_optimizer, get_scheduler
 
 CPU = torch.device("cpu")
+
+
+def trainer(model, loader, optimizer, criterion, scheduler=None):
+    """What `lr_find` and `utils.train` use of a `utils.Trainer`, around any model and loader."""
+    return SimpleNamespace(model=model, train_loader=loader, optimizer=optimizer, criterion=criterion,
+                           scheduler=scheduler, device=CPU, precision=FP32,
+                           scaler=torch.amp.GradScaler("cpu", enabled=False))
 
 
 class Scripted(nn.Module):
@@ -30,7 +38,7 @@ def scripted_find(losses, **kwargs):
     model = Scripted(losses)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     loader = [(torch.zeros(1), torch.zeros(1))] * 3  # shorter than the test: it must be cycled
-    return lr_find(model, loader, optimizer, lambda out, y: out, CPU, **kwargs)
+    return lr_find(trainer(model, loader, optimizer, lambda out, y: out), **kwargs)
 
 
 def tiny_model():
@@ -68,7 +76,7 @@ def test_every_param_group_gets_the_schedule_and_the_loader_is_cycled():
     seen = []
     optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append([g["lr"] for g in opt.param_groups]))
     loader = [(torch.zeros(4, 2), torch.zeros(4, 1))] * 3
-    result = lr_find(model, loader, optimizer, nn.MSELoss(), CPU, start=1e-3, end=1.0, num=10)
+    result = lr_find(trainer(model, loader, optimizer, nn.MSELoss()), start=1e-3, end=1.0, num=10)
     assert list(result.lrs) == lr_schedule(1e-3, 1.0, 10)
     assert seen == [[lr, lr] for lr in result.lrs]
     assert [g["lr"] for g in optimizer.param_groups] == [0.1, 0.5]
@@ -97,16 +105,18 @@ def test_stops_at_a_non_finite_loss_without_recording_it(bad):
 def test_model_optimizer_and_modes_are_put_back_with_a_scheduler_attached():
     torch.manual_seed(0)
     model, loader, criterion = tiny_model(), tensor_loader(), get_loss(0.1)
-    optimizer = get_optimizer(model, lr=0.1, momentum=0.9, nesterov=True)
-    scheduler = get_scheduler(optimizer, "onecycle", epochs=2, steps_per_epoch=len(loader))
-    utils.train(model, CPU, loader, optimizer, criterion, scheduler)  # momentum buffers, BN stats, a scheduled lr
+    recipe = Recipe(lr=0.1, momentum=0.9, nesterov=True, schedule="onecycle", epochs=2)
+    optimizer = get_optimizer(model, recipe)
+    scheduler = get_scheduler(optimizer, recipe, steps_per_epoch=len(loader))
+    t = trainer(model, loader, optimizer, criterion, scheduler)
+    utils.train(t)  # momentum buffers, BN stats, a scheduled lr
     model.eval()
     model[4].train()  # one module in another mode than the rest: each module's mode is put back
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     momenta = [optimizer.state[p]["momentum_buffer"].clone() for p in model.parameters()]
     groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     last_lr = scheduler.get_last_lr()
-    result = lr_find(model, loader, optimizer, criterion, CPU, num=12)
+    result = lr_find(t, num=12)
     assert len(result.lrs) > 1
     assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
     assert all(torch.equal(optimizer.state[p]["momentum_buffer"], m) for p, m in zip(model.parameters(), momenta))
@@ -121,11 +131,12 @@ def test_training_after_lr_find_is_bit_identical_to_training_without(make_loader
     def run(find_first):
         torch.manual_seed(0)
         model, loader, criterion = tiny_model(), make_loader(), get_loss(0.1)
-        optimizer = get_optimizer(model, lr=0.1, momentum=0.9, nesterov=True)
-        scheduler = get_scheduler(optimizer, "onecycle", epochs=2, steps_per_epoch=len(loader))
+        recipe = Recipe(lr=0.1, momentum=0.9, nesterov=True, schedule="onecycle", epochs=2)
+        optimizer = get_optimizer(model, recipe)
+        t = trainer(model, loader, optimizer, criterion, get_scheduler(optimizer, recipe, len(loader)))
         if find_first:
-            lr_find(model, loader, optimizer, criterion, CPU, num=8)  # > one pass: reshuffles, draws dropout
-        losses = [utils.train(model, CPU, loader, optimizer, criterion, scheduler) for _ in range(2)]
+            lr_find(t, num=8)  # > one pass: reshuffles, draws dropout
+        losses = [utils.train(t) for _ in range(2)]
         return losses, model.state_dict(), torch.get_rng_state()
 
     (losses, weights, rng), (losses_after, weights_after, rng_after) = run(False), run(True)

@@ -1,6 +1,7 @@
 """main.py end to end on tiny synthetic MNIST: training, outputs, resume, predict, and every bad input."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -65,8 +66,9 @@ def test_help_lists_the_flags(run):
     assert code == 0
     for flag in ("--batch-size", "--test-batch-size", "--epochs", "--lr", "--gamma", "--seed", "--no-accel",
                  "--dry-run", "--log-interval", "--save-model", "--model", "--data-dir", "--device", "--out",
-                 "--resume", "--recipe", "--schedule", "--label-smoothing"):
+                 "--resume", "--recipe", "--schedule", "--label-smoothing", "--precision", "--zoom-p", "--no-nesterov"):
         assert flag in out, flag
+    assert "SGD learning rate (the peak one for 'onecycle')" in out  # help text from the Recipe's comments
 
 
 def interrupt_in_epoch(monkeypatch, epoch):
@@ -105,7 +107,31 @@ def test_interrupted_and_resumed_run_ends_exactly_as_an_uninterrupted_one(run, t
         assert torch.equal(tensor, part["model"][name]), name
 
 
+def test_a_notebook_checkpoint_resumes_under_its_own_recipe(run, mnist_dir, data_root, tmp_path):
+    """What S5.ipynb saves (prepare + fit) goes on with `main.py train --resume` under the recipe it was trained
+    with, whichever recipe that was."""
+    for name in ("classic", "fast"):
+        recipe = utils.replace(utils.RECIPES[name], epochs=2, batch_size=32)
+        t = utils.prepare("net", recipe, utils.Data(mnist_dir, data_root), torch.device("cpu"))
+        with pytest.MonkeyPatch.context() as patch:
+            interrupt_in_epoch(patch, 2)
+            utils.fit(t, checkpoint=tmp_path / f"{name}.pt")
+        code, out, err = run("train", "--resume", tmp_path / f"{name}.pt", "--data-dir", mnist_dir, "--data-root",
+                             data_root, "--out", tmp_path / "out")
+        assert code == 0, err
+        assert f"pipeline='{recipe.pipeline}'" in out and f"lr={recipe.lr}" in out
+        state = utils.read_checkpoint(tmp_path / f"{name}.pt")
+        assert state["epoch"] == 2 and state["config"]["recipe"] == {**utils.asdict(recipe), "epochs": 2}
+
+
 # ----------------------------------------------------------------------------- bad input
+
+
+def test_resuming_a_one_cycle_run_with_more_epochs(run, train_args, tmp_path):
+    assert run(*train_args, "--epochs", 2)[0] == 0
+    code, _, err = run(*train_args, "--resume", tmp_path / "ck.pt", "--epochs", 3)
+    line = one_error_line(err)
+    assert code == 1 and "one-cycle schedule planned for 2 epochs" in line and "resume it with its 2 epochs" in line
 
 
 def test_no_internet_and_no_data(run, data_root, offline, tmp_path):
@@ -127,9 +153,17 @@ def test_wrong_magic_idx_file(run, train_args, mnist_dir):
     assert code == 1 and "t10k-labels-idx1-ubyte is not a valid" in one_error_line(err)
 
 
-@pytest.mark.parametrize("flag, value", [("--epochs", 0), ("--lr", -0.1), ("--lr", "nan"), ("--batch-size", 0),
-                                         ("--epochs", "two")])
-def test_non_positive_numbers(run, train_args, flag, value):
+@pytest.mark.parametrize("flag, value, message", [
+    ("--epochs", 0, "epochs must be > 0"), ("--lr", -0.1, "lr must be > 0"), ("--lr", "nan", "lr must be > 0"),
+    ("--batch-size", 0, "batch_size must be > 0"), ("--zoom-p", 2, r"zoom_p must be in \[0, 1\]"),
+])
+def test_out_of_range_hyperparameters(run, train_args, flag, value, message):
+    code, _, err = run(*train_args, flag, value)
+    assert code == 1 and re.search(message, one_error_line(err))
+
+
+@pytest.mark.parametrize("flag, value", [("--epochs", "two"), ("--lr", "fast"), ("--train-size", 0)])
+def test_numbers_that_do_not_parse(run, train_args, flag, value):
     code, _, err = run(*train_args, flag, value)
     assert code == 2 and flag in err.strip().splitlines()[-1] and "Traceback" not in err
 
@@ -237,3 +271,41 @@ def test_load_digit_makes_mnist_like_input(tmp_path):
     ImageDraw.Draw(transparent).line([(50, 10), (50, 90)], fill=(0, 0, 0, 255), width=10)
     transparent.save(tmp_path / "t.png")
     assert utils.load_digit(tmp_path / "t.png").max() > 2  # ink on transparent paper is found
+
+
+# ----------------------------------------------------------------------------- runs, lr-find
+
+
+def test_every_training_run_is_kept_and_a_resumed_one_goes_on_in_its_record(run, train_args, runs_dir, monkeypatch):
+    with monkeypatch.context() as patch:
+        interrupt_in_epoch(patch, 2)
+        assert run(*train_args, "--epochs", 2, "--schedule", "step")[0] == 130
+    (path,) = runs_dir.glob("*.json")
+    record = json.loads(path.read_text())
+    assert record["finished"] is False and record["epochs"] == 1 and record["model"] == "net"
+    assert record["recipe"]["schedule"] == "step" and "schedule=step" in record["name"]
+    assert run(*train_args, "--resume", train_args[train_args.index("--checkpoint") + 1])[0] == 0
+    assert list(runs_dir.glob("*.json")) == [path]  # the same record, now finished
+    record = json.loads(path.read_text())
+    assert record["finished"] is True and len(record["history"]["test_acc"]) == 2
+
+
+def test_runs_lists_the_kept_runs_and_overlays_them(run, train_args, runs_dir, tmp_path):
+    assert run(*train_args, "--epochs", 1)[0] == 0
+    assert run(*train_args, "--epochs", 1, "--lr", 0.05)[0] == 0
+    (runs_dir / "notes.json").write_text('{"mine": true}')  # not a run: skipped, in one line
+    code, out, err = run("runs")
+    assert code == 0 and len(out.strip().splitlines()) == 3 and "lr=0.05" in out.splitlines()[1]  # newest first
+    assert err.strip().startswith("skipped") and "notes.json" in err and len(err.strip().splitlines()) == 1
+    code, out, _ = run("runs", "--plot", "*.json", "--out", tmp_path / "overlay.png")
+    assert code == 0 and (tmp_path / "overlay.png").exists() and "(2 runs)" in out
+    code, _, err = run("runs", "--plot", "no-such-run")
+    assert code == 1 and "no run matches 'no-such-run'" in one_error_line(err)
+
+
+@pytest.mark.parametrize("pipeline", ["fast", "classic"])
+def test_lr_find_prints_its_suggestions_and_plots_them(run, train_args, tmp_path, pipeline):
+    args = [a for a in train_args[1:] if a not in ("--checkpoint", tmp_path / "ck.pt")]
+    code, out, err = run("lr-find", *args, "--pipeline", pipeline, "--num", 12, "--out", tmp_path / "lr")
+    assert code == 0, err
+    assert out.startswith("lr_find: steep") and (tmp_path / "lr" / "lr_find.png").exists()
