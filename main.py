@@ -72,6 +72,9 @@ def add_run_flags(parser):
     run.add_argument("--train-size", type=positive_int, default=0, help="use only the first N training images")
     run.add_argument("--test-size", type=positive_int, default=0, help="use only the first N test images")
     run.add_argument("--test-batch-size", type=positive_int, default=1000, help="test batch size (default: 1000)")
+    run.add_argument("--valid-size", type=positive_int, default=0,
+                     help="hold out the last N training images and evaluate on them instead of the test set "
+                          "(to choose a recipe without looking at the test set)")
     add_recipe_flags(parser.add_argument_group("hyperparameters (default: the recipe's)"))
     return run
 
@@ -137,7 +140,7 @@ def settings(args):
     if getattr(args, "resume", None):  # how much data stays as it was; where it is may change
         model_name, seed, recipe, data = utils.saved_settings(args.resume)
         return args.model or model_name, seed, replace(recipe, **given), replace(data, **where)
-    data = Data(train_size=args.train_size, test_size=args.test_size, **where)
+    data = Data(train_size=args.train_size, test_size=args.test_size, valid_size=args.valid_size, **where)
     return args.model or "net", args.seed, replace(RECIPES[args.recipe], **given), data
 
 

@@ -212,6 +212,32 @@ class Data:
     train_size: int = 0  # use only the first N training images (0: all 60,000)
     test_size: int = 0  # use only the first N test images (0: all 10,000)
     test_batch_size: int = 1000  # images per evaluation batch (changes nothing but speed and memory)
+    valid_size: int = 0  # hold out the last N training images and evaluate on them, not on the test set
+
+    def __post_init__(self):
+        for name in ("train_size", "test_size", "valid_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.valid_size >= 60_000:
+            raise ValueError(f"valid_size must leave training images (MNIST has 60,000), got {self.valid_size}")
+
+    @property
+    def evaluates_on(self):
+        """What the 'test' figures of a run measure: the test set, or the held-out validation images."""
+        return "validation" if self.valid_size else "test"
+
+
+def image_range(train, n, data):
+    """Which of the `n` images of a split a run uses: to train, the first n - valid_size (then the first
+    train_size of those); to evaluate, the held-out last valid_size training images if any, else the test
+    split (then the first test_size of those)."""
+    if train:
+        start, stop, size = 0, n - data.valid_size, data.train_size
+    elif data.valid_size:
+        start, stop, size = n - data.valid_size, n, data.test_size
+    else:
+        start, stop, size = 0, n, data.test_size
+    return range(start, min(stop, start + size) if size else stop)
 
 
 def mnist_dataset(train, data, transform=None):
@@ -312,11 +338,9 @@ def classic_loaders(recipe, data, seed, device):
     The training set is shuffled by a generator seeded with `seed`.
     """
     train_set = mnist_dataset(True, data, train_transforms(recipe))
-    test_set = mnist_dataset(False, data, test_transforms())
-    if data.train_size:
-        train_set = Subset(train_set, range(min(data.train_size, len(train_set))))
-    if data.test_size:
-        test_set = Subset(test_set, range(min(data.test_size, len(test_set))))
+    train_set = Subset(train_set, image_range(True, len(train_set), data))
+    test_set = mnist_dataset(data.evaluates_on == "validation", data, test_transforms())  # held out: no augmentation
+    test_set = Subset(test_set, image_range(False, len(test_set), data))
     # Workers start afresh each epoch, seeded from `generator`: so a resumed run draws the same augmentations.
     kwargs = dict(num_workers=min(2, os.cpu_count() or 1), pin_memory=device.type == "cuda")  # pinning: CUDA only
     generator = torch.Generator().manual_seed(seed)
@@ -325,12 +349,13 @@ def classic_loaders(recipe, data, seed, device):
 
 
 def mnist_tensors(train, device, data):
-    """A whole split as two tensors on `device`: images (N, 1, 28, 28), normalised once, and labels (N,)."""
-    dataset = mnist_dataset(train, data)
-    size = (data.train_size if train else data.test_size) or None
-    images = dataset.data[:size].to(device)  # (N, 28, 28) uint8: moved while still small
+    """The images a run trains on (`train`) or evaluates on, as two tensors on `device`: images (N, 1, 28, 28),
+    normalised once, and labels (N,)."""
+    dataset = mnist_dataset(train or data.evaluates_on == "validation", data)
+    used = image_range(train, len(dataset), data)
+    images = dataset.data[used.start : used.stop].to(device)  # (N, 28, 28) uint8: moved while still small
     images = (images.unsqueeze(1).float() / 255 - MEAN) / STD  # (N, 1, 28, 28) float32
-    return images, dataset.targets[:size].to(device)
+    return images, dataset.targets[used.start : used.stop].to(device)
 
 
 def augment(images, generator, degrees=15.0, zoom_p=0.1):
@@ -662,7 +687,8 @@ def test(t, loader=None):
         total_loss += t.criterion(output.float(), y).item() * len(y)
         correct += (output.argmax(dim=1) == y).sum().item()
         seen += len(y)
-    print(f"Test set: average loss {total_loss / seen:.4f}, accuracy {correct}/{seen} ({100 * correct / seen:.2f}%)")
+    print(f"{t.data.evaluates_on.capitalize()} set: average loss {total_loss / seen:.4f}, "
+          f"accuracy {correct}/{seen} ({100 * correct / seen:.2f}%)")
     return total_loss / seen, 100 * correct / seen
 
 

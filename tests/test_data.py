@@ -131,3 +131,30 @@ def test_a_new_mnist_dir_replaces_the_staged_files(mnist_dir, data_root, tmp_pat
         write_idx(other / f"{prefix}-labels-idx1-ubyte", labels)
     assert len(mnist_dataset(False, Data(mnist_dir=other, root=data_root))) == 5
     assert len(mnist_dataset(False, Data(root=data_root))) == 5  # without MNIST_DIR: what is staged
+
+
+@pytest.mark.parametrize("pipeline", ["fast", "classic"])
+def test_a_validation_split_holds_out_the_last_training_images(mnist_dir, data_root, pipeline):
+    data = Data(mnist_dir, data_root, valid_size=16)
+    train_loader, eval_loader = utils.make_loaders(Recipe(pipeline=pipeline, batch_size=8), data, 0, CPU)
+    _, labels = make_digits(96, 0)
+    assert len(train_loader.dataset) == 80 and len(eval_loader.dataset) == 16
+    assert torch.equal(torch.cat([y for _, y in eval_loader]), labels[80:].long())  # in order, not augmented
+    held_out = torch.cat([x for x, _ in eval_loader])
+    assert torch.allclose(held_out[:, 0], (make_digits(96, 0)[0][80:].float() / 255 - MEAN) / STD, atol=1e-6)
+    sizes = Data(mnist_dir, data_root, valid_size=16, train_size=10, test_size=4)
+    train_loader, eval_loader = utils.make_loaders(Recipe(pipeline=pipeline, batch_size=8), sizes, 0, CPU)
+    assert len(train_loader.dataset) == 10 and len(eval_loader.dataset) == 4
+
+
+def test_the_run_says_what_it_evaluates_on(mnist_dir, data_root, capsys):
+    t = utils.prepare("final", Recipe(epochs=1, batch_size=32), Data(mnist_dir, data_root, valid_size=16), CPU)
+    utils.test(t)
+    assert capsys.readouterr().out.startswith("Validation set: average loss")
+
+
+@pytest.mark.parametrize("field, value, message", [("valid_size", 60_000, "must leave training images"),
+                                                   ("train_size", -1, "train_size must be >= 0")])
+def test_bad_sizes_are_refused(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        Data(**{field: value})
