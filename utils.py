@@ -5,6 +5,7 @@ re-implements a step. A run is described by a `Recipe` (hyperparameters) and a `
 MNIST comes from, how much of it); `prepare` turns them into a `Trainer` and `fit` trains it.
 """
 
+import inspect
 import math
 import os
 import random
@@ -530,8 +531,6 @@ RECIPES = {
 
 def recipe_help():
     """{field name: its comment in `Recipe`}: the one place each hyperparameter is explained."""
-    import inspect
-
     found = re.findall(r"^\s+(\w+): [\w| ]+ = [^#\n]+#\s*(.+)$", inspect.getsource(Recipe), re.MULTILINE)
     return dict(found)
 
