@@ -439,9 +439,7 @@ def edges(x):
 def load_digit(path):
     """A photo or drawing of one digit as MNIST-like input: a (1, 1, 28, 28) normalised tensor.
 
-    Done as MNIST was made: grey, ink bright on black (dark-on-light images are inverted), cropped to
-    the ink's bounding box, scaled so that its longer side is 20 px, and centred by centre of mass
-    in 28x28. Any size, colour or grey, with or without transparency.
+    Any size, colour or grey, with or without transparency; `to_mnist` does the rest.
     """
     path = Path(path)
     if not path.is_file():
@@ -454,13 +452,26 @@ def load_digit(path):
     except (UnidentifiedImageError, OSError) as e:
         raise ImageError(f"{path} is not an image that can be read (PNG, JPG, ...): {e}") from None
     grey = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("L")  # transparent = paper
-    x = transforms.functional.pil_to_tensor(grey)[0].float() / 255  # (H, W) in [0, 1]
+    try:
+        return to_mnist(transforms.functional.pil_to_tensor(grey)[0].float() / 255)
+    except ImageError:  # the one thing to_mnist refuses: name the file
+        raise ImageError(f"{path} has no digit in it: the image is blank") from None
+
+
+def to_mnist(grey):
+    """A grey (H, W) image of one digit, values in [0, 1], as MNIST-like input: a (1, 1, 28, 28) normalised tensor.
+
+    Done as MNIST was made: ink bright on black (dark-on-light images are inverted), cropped to the
+    ink's bounding box, scaled so that its longer side is 20 px, and centred by centre of mass in 28x28.
+    Any size, either polarity; the one preprocessing for image files (`load_digit`) and drawings (draw.py).
+    """
+    x = grey.detach().float().cpu()
     if edges(x).mean() > 0.5:  # light paper: make the ink the bright part, as in MNIST
         x = 1 - x
     x = (x - edges(x).median()).clamp(min=0)  # paper -> black
     ink = x > 0.2 * x.max() if x.max() > 0.1 else None
     if ink is None or not ink.any():
-        raise ImageError(f"{path} has no digit in it: the image is blank")
+        raise ImageError("no digit in it: the image is blank")
     rows, cols = ink.any(dim=1).nonzero(), ink.any(dim=0).nonzero()
     x = x[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]  # bounding box of the ink
     h, w = x.shape
