@@ -8,7 +8,7 @@ SCRATCH := $(or $(TMPDIR),/tmp)/mnist-notebook-smoke
 SMOKE_ENV := EPOCHS=1 TRAIN_SIZE=1024 TEST_SIZE=1000 IMAGES_DIR=$(SCRATCH)/images CHECKPOINT=$(SCRATCH)/s5.pt \
             RUNS_DIR=$(SCRATCH)/runs
 
-.PHONY: train s7 test bench lint clean
+.PHONY: train s7 test test-browser bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ s7: $(VENV)/.runtime
 
 test: $(VENV)/.dev
 	$(SMOKE_ENV) $(BIN)/python -m pytest tests --nbmake S5.ipynb S7.ipynb --nbmake-timeout=900
+
+# The drawing pad in JupyterLab 4 and Notebook 7, drawn on by headless Chromium (Debian's chromium and
+# chromium-driver: `apt-get install chromium chromium-driver`); fails, rather than skips, if they are missing.
+test-browser: $(VENV)/.dev
+	REQUIRE_BROWSER=1 $(BIN)/python -m pytest tests/test_browser.py -q
 
 # The benchmark: writes BENCHMARKS.md and bench/results.json (about 20 minutes on 2 CPU cores).
 bench: $(VENV)/.runtime

@@ -41,18 +41,15 @@ def mnist_and_model(train_size=20_000):
     """
     if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists():
         pytest.skip(f"the original MNIST files are not in {SHARED_MNIST}")
-    cpu = torch.device("cpu")
     with tempfile.TemporaryDirectory() as root, one_thread():
-        test = utils.mnist_dataset(False, root=root, mnist_dir=SHARED_MNIST)
+        data = utils.Data(mnist_dir=str(SHARED_MNIST), root=root, train_size=train_size, test_size=2000)
+        test = utils.mnist_dataset(False, data)
         images, labels = test.data.clone(), test.targets.clone()
-        utils.seed_everything(0)
-        model = S7Final()
         recipe = utils.Recipe(epochs=1, batch_size=64, lr=0.1, nesterov=True, schedule="onecycle", degrees=10.0,
                               zoom_p=0.0)
-        train_loader, test_loader, optimizer, scheduler, criterion, _ = utils.prepare(
-            recipe, model, 0, cpu, train_size, 2000, root=root, mnist_dir=SHARED_MNIST)
-        utils.fit(model, cpu, train_loader, test_loader, optimizer, scheduler, criterion, 1, log_interval=10_000)
-    return images, labels, model.state_dict()
+        t = utils.prepare("final", recipe, data, torch.device("cpu"), seed=0)
+        utils.fit(t, log_interval=10_000)
+    return images, labels, t.model.state_dict()
 
 
 def trained_model():
