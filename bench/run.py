@@ -24,6 +24,7 @@ from pathlib import Path
 from unittest import mock
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 import utils
 from model import Net
@@ -64,6 +65,27 @@ def machine():
     return {"cpu": cpu, "cores": torch.get_num_threads(), "isa": cpu_isa(), "bf16_native": utils.cpu_has_fast_bf16(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "torch": torch.__version__, "python": platform.python_version(), "os": platform.platform()}
+
+
+def matmul_gflops(dtype, seconds=1.0):
+    """This CPU's speed at multiplying matrices in `dtype`, GFLOP/s: the ceiling of convolutions, which oneDNN
+    runs as matrix multiplies. Smaller matrices where bf16 is emulated (~1000x slower): a bound, not a wait."""
+    n = 1024 if dtype == torch.float32 or utils.cpu_has_fast_bf16() else 256
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm-up
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def train_flops_per_image(model, batch=32):
+    """FLOPs of one training step (forward and backward) per image, as torch's FlopCounterMode counts them."""
+    x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
+    with FlopCounterMode(display=False) as counter:
+        utils.get_loss()(model(x), y).backward()
+    return counter.get_total_flops() / batch
 
 
 def train_steps_per_second(loader, model, device, precision, batches):
@@ -134,7 +156,10 @@ def throughput(data):
         compiled_ips = train_steps_per_second(recipe_loader, compiled, CPU, precision, batches)
         warmup_s = time.perf_counter() - start - batches * batch_size / compiled_ips  # compiling + warm-up
     print(f"fast pipeline, batch {batch_size}, torch.compile: {compiled_ips:.0f} img/s after {warmup_s:.0f} s")
-    return {"batch_size": 512, "batches": THROUGHPUT_BATCHES, "classic_img_s": classic_ips, "fast_img_s": fast_ips,
+    peaks = {str(dtype).removeprefix("torch."): matmul_gflops(dtype) for dtype in (torch.float32, torch.bfloat16)}
+    print(f"matmul peak, GFLOP/s: {peaks}", flush=True)
+    return {"flops_per_image": train_flops_per_image(Net()), "peak_gflops": peaks,
+            "batch_size": 512, "batches": THROUGHPUT_BATCHES, "classic_img_s": classic_ips, "fast_img_s": fast_ips,
             "ratio": fast_ips / classic_ips, "fast_precision": str(precision), "recipe_batch_size": batch_size,
             "recipe_batches": batches, "recipe_img_s": recipe_ips, "compiled_img_s": compiled_ips,
             "compile_warmup_s": warmup_s}
@@ -245,6 +270,17 @@ def measured_on(section):
             f"{machine_['cores']} cores{gpu}, torch {machine_['torch']}.")
 
 
+def share_of_peak(t):
+    """How close the fast pipeline comes to what this CPU can do: its FLOP rate against the matmul peak."""
+    dtype = "bfloat16" if t["fast_precision"].startswith("bfloat16") else "float32"
+    achieved = t["recipe_img_s"] * t["flops_per_image"] / 1e9
+    peaks = ", ".join(f"{name} {gflops:.0f}" for name, gflops in t["peak_gflops"].items())
+    return [f"A training step of the S5 `Net` costs {t['flops_per_image'] / 1e6:.0f} MFLOP per image (torch's "
+            f"FlopCounterMode), so {t['recipe_img_s']:.0f} img/s is {achieved:.0f} GFLOP/s: **"
+            f"{100 * achieved / t['peak_gflops'][dtype]:.0f}% of this CPU's {dtype} matmul peak** (measured: {peaks}"
+            " GFLOP/s)."]
+
+
 def mean(xs):
     return sum(xs) / len(xs)
 
@@ -277,6 +313,8 @@ def report(results):
                        f"{t['recipe_img_s'] / t['classic_img_s']:.2f}x"),
                       (f"`torch.compile` (after {t['compile_warmup_s']:.0f} s of compiling and warm-up)",
                        f"{t['compiled_img_s']:.0f}", f"{t['compiled_img_s'] / t['classic_img_s']:.2f}x")], "lrr")]
+        if "peak_gflops" in t:
+            lines += ["", *share_of_peak(t)]
     if "profile" in results:
         p = results["profile"]
         lines += ["", "## Where a fast-pipeline training step spends its time", "", measured_on(p), "",

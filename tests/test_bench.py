@@ -33,7 +33,8 @@ def test_report_writes_every_section(tmp_path, monkeypatch):
     results = {"throughput": {"measured": MEASURED, "batches": 30, "batch_size": 512, "classic_img_s": 400.0,
                               "fast_img_s": 1200.0, "ratio": 3.0, "fast_precision": "bfloat16",
                               "recipe_batch_size": 128, "recipe_batches": 120, "recipe_img_s": 1400.0,
-                              "compiled_img_s": 900.0, "compile_warmup_s": 24.0},
+                              "compiled_img_s": 900.0, "compile_warmup_s": 24.0, "flops_per_image": 224e6,
+                              "peak_gflops": {"float32": 146.0, "bfloat16": 410.0}},
                "profile": {"measured": MEASURED, "batches": 10, "batch_size": 128, "img_s": 1000.0,
                            "ops": [{"op": "aten::convolution_backward", "calls": 40, "self_ms": 500.0, "share": 0.5}]},
                "classic": {"measured": MEASURED,
@@ -46,6 +47,7 @@ def test_report_writes_every_section(tmp_path, monkeypatch):
     assert "| `aten::convolution_backward` | 40 | 500 | 50.0% |" in text
     assert "| eager (what the recipe uses) | 1400 | 3.50x |" in text and "after 24 s of compiling" in text
     assert "| fast recipe | `net` | 128 | 50.0 | 150 |" in text
+    assert "1400 img/s is 314 GFLOP/s: **76% of this CPU's bfloat16 matmul peak**" in text
     # the targets: the ratio misses 3.5x, both fast runs reach 99.4% within 180 s, the GPU run is too slow
     assert "| 3.00x | **no** |" in text and "| 99.50% / 99.50% | yes |" in text and "| 151 s / 151 s | yes |" in text
     assert "| 99.50% in 5.0 s | **no** |" in text
@@ -63,12 +65,18 @@ def test_report_reads_the_committed_results(tmp_path, monkeypatch):
     bench.report(results)
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "## Targets" in text and text.count("Measured by") == len(results)
+    assert "matmul peak" in text or "peak_gflops" not in results["throughput"]
 
 
 def test_targets_fail_when_one_seed_misses():
     run = {"test_acc": [99.0] * 7 + [99.45, 99.5, 99.41] + [99.5, 99.39, 99.6], "final_acc": 99.6}
     rows = bench.targets({"s7": {"measured": MEASURED, "runs": [run, {**run, "test_acc": [99.5] * 15}]}})
     assert [met for _, _, met in rows] == [False, True]  # 99.39 in the last 3; epochs 8-10 all >= 99.4
+
+
+def test_flops_per_training_image_and_the_matmul_peak():
+    assert 200e6 < bench.train_flops_per_image(Net()) < 250e6  # ~3x the forward pass's ~75 MFLOP
+    assert bench.matmul_gflops(torch.float32, seconds=0.05) > 0
 
 
 def test_markdown_table():
