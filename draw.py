@@ -18,6 +18,7 @@ import traitlets
 from PIL import Image, ImageDraw, ImageFilter
 from torchvision.transforms import functional as TF
 
+from plots import finish
 from utils import MEAN, STD, ImageError, to_mnist
 
 try:
@@ -142,9 +143,7 @@ def plot_prediction(digit, probs, saliency, save=None, title=None):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    if save:
-        fig.savefig(save, dpi=100, bbox_inches="tight")
-    return fig
+    return finish(fig, save)
 
 
 def draw_digit(model, history, static=False, example=None):
