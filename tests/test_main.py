@@ -26,6 +26,14 @@ def run(capsys):
     return call
 
 
+@pytest.fixture(autouse=True)
+def on_the_cpu(monkeypatch):
+    """main.py's tests run on the CPU, whatever the machine has ('auto' picks it): exact resume is promised there.
+    tests/test_device.py runs main.py on each device."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
 @pytest.fixture
 def train_args(mnist_dir, data_root, tmp_path):
     """Flags for a quick run on the synthetic files (96 training images, 3 batches), outputs in tmp_path."""
@@ -176,6 +184,13 @@ def test_unknown_model(run, train_args):
 def test_unknown_device(run, train_args):
     code, _, err = run(*train_args, "--device", "tpu")
     assert code == 1 and "unknown device 'tpu'" in one_error_line(err)
+
+
+@pytest.mark.parametrize("device, message", [("cuda", "CUDA is not available here"),
+                                             ("mps", "MPS is only on Apple-silicon Macs")])
+def test_a_device_that_is_not_there(run, train_args, device, message):
+    code, _, err = run(*train_args, "--device", device)
+    assert code == 1 and message in one_error_line(err)
 
 
 def test_diverging_loss_stops_and_keeps_history_and_checkpoint(run, train_args, tmp_path, monkeypatch):

@@ -274,7 +274,8 @@ def test_same_per_epoch_numbers_as_before_the_trainer(mnist_dir, data_root, tmp_
         assert main.main(["train", "--data-dir", str(mnist_dir), "--data-root", str(data_root), "--out",
                           str(tmp_path / "out"), "--checkpoint", str(tmp_path / f"{pipeline}.pt"), "--batch-size",
                           "32", "--test-batch-size", "16", "--epochs", "3", "--pipeline", pipeline, "--schedule",
-                          "onecycle", "--lr", "0.05", "--precision", "float32", "--log-interval", "100"]) == 0
+                          "onecycle", "--lr", "0.05", "--precision", "float32", "--log-interval", "100",
+                          "--device", "cpu"]) == 0
         history = utils.read_checkpoint(tmp_path / f"{pipeline}.pt")["history"]
         assert history["test_acc"] == [12.5, 35.416666666666664, 35.416666666666664]
         for key, values in losses.items():
