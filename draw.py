@@ -125,21 +125,20 @@ def read_drawing(model, grey):
 
 def plot_prediction(digit, probs, saliency, save=None, title=None):
     """The static picture of one prediction: the 28x28 view | the saliency over it | the 10 probabilities."""
-    view = (digit.detach().cpu().reshape(28, 28) * STD + MEAN).clamp(0, 1)
-    probs, saliency = probs.detach().cpu(), saliency.detach().cpu()
+    view = (digit.detach().reshape(28, 28) * STD + MEAN).clamp(0, 1)
     best = int(probs.argmax())
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.2), gridspec_kw={"width_ratios": [1, 1, 1.6]})
-    axes[0].imshow(view.numpy(), cmap="gray", vmin=0, vmax=1)
+    axes[0].imshow(view.cpu().numpy(), cmap="gray", vmin=0, vmax=1)
     axes[0].set_title("what the model sees (28x28)", fontsize=10)
-    axes[1].imshow(view.numpy(), cmap="gray", vmin=0, vmax=1)
-    axes[1].imshow(saliency.numpy(), cmap="hot", alpha=0.6, vmin=0, vmax=1)
+    axes[1].imshow(view.cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+    axes[1].imshow(saliency.detach().cpu().numpy(), cmap="hot", alpha=0.6, vmin=0, vmax=1)
     axes[1].set_title("saliency: pixels that sway it", fontsize=10)
     for ax in axes[:2]:
         ax.axis("off")
     colours = ["tab:orange" if d == best else "tab:blue" for d in range(10)]
-    axes[2].bar(range(10), probs.numpy(), color=colours)
+    axes[2].bar(range(10), probs.detach().cpu().numpy(), color=colours)
     axes[2].set(xticks=range(10), ylim=(0, 1), xlabel="digit", ylabel="probability")
-    axes[2].set_title(f"predicted {best} ({100 * probs[best]:.1f}%)", fontsize=10)
+    axes[2].set_title(f"predicted {best} ({100 * float(probs[best]):.1f}%)", fontsize=10)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -92,7 +92,7 @@ def plot_confusion(targets, preds, save=None):
     cm = confusion_matrix(targets, preds).cpu()
     per_class = 100 * cm.diag() / cm.sum(dim=1).clamp(min=1)
     fig, ax = plt.subplots(figsize=(8, 7))
-    ax.imshow(cm.float().log1p().numpy(), cmap="Blues")  # log scale so that the few errors show
+    ax.imshow(cm.float().log1p().cpu().numpy(), cmap="Blues")  # log scale so that the few errors show
     for (i, j), count in zip(torch.cartesian_prod(torch.arange(10), torch.arange(10)).tolist(), cm.flatten().tolist()):
         if count:
             ax.text(j, i, count, ha="center", va="center", fontsize=8, color="white" if i == j else "black")

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
+import draw
 import main
 import utils
 from conftest import ACCELERATORS, DEVICES, on_device
@@ -146,6 +147,8 @@ PLOTS = {
     "missed": utils.plot_missed,
     "correct": utils.plot_correct,
     "confusion": lambda images, targets, preds: utils.plot_confusion(targets, preds),
+    "prediction": lambda images, targets, preds: draw.plot_prediction(images[:1], images[0, 0, 0, :10].softmax(0),
+                                                                       images[0, 0].abs()),
 }
 
 
