@@ -703,9 +703,9 @@ def test(t, loader=None):
 
 
 def end_epoch(t, train_result, test_result, lr, seconds, checkpoint=None):
-    """What follows each epoch: the per-epoch scheduler step, the history, the checkpoint."""
+    """What follows each epoch: the per-epoch scheduler step, the history, the checkpoint, the run's record."""
     if isinstance(t.scheduler, optim.lr_scheduler.ReduceLROnPlateau):
-        t.scheduler.step(test_result[0])  # on the test loss
+        t.scheduler.step(test_result[0])  # on the evaluation loss: the validation one when images are held out
     elif t.scheduler is not None and not isinstance(t.scheduler, PER_BATCH_SCHEDULERS):
         t.scheduler.step()
     (train_loss, train_acc), (test_loss, test_acc) = train_result, test_result
