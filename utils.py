@@ -531,8 +531,9 @@ class Recipe:
 
 RECIPES = {
     "classic": Recipe(pipeline="classic", precision="float32"),  # the seeds' pipeline and recipe, exactly
-    # Chosen by measurement (README, BENCHMARKS.md): >= 99.4% in 3 epochs, about 2.5 minutes on 2 CPU cores
-    "fast": Recipe(pipeline="fast", epochs=3, batch_size=128, lr=0.15, nesterov=True, schedule="onecycle",
+    # >= 99.4% in 2 epochs, under 2 minutes on 2 bf16 CPU cores: the 2-epoch budget and its peak rate chosen on a
+    # validation split (`--valid-size 10000`: 99.49/99.41/99.41%), then met on the test set (README, BENCHMARKS.md)
+    "fast": Recipe(pipeline="fast", epochs=2, batch_size=128, lr=0.2, nesterov=True, schedule="onecycle",
                    label_smoothing=0.1, degrees=5.0, zoom_p=0.1),
     # S7Final, under 8,000 parameters: BatchNorm allows the high peak rate; mild rotations only
     "s7": Recipe(pipeline="fast", epochs=15, batch_size=128, lr=0.1, nesterov=True, schedule="onecycle",
