@@ -285,7 +285,7 @@ def mean(xs):
     return sum(xs) / len(xs)
 
 
-RUN_SECTIONS = {"classic": "seed recipe, 1 epoch measured", "fast": "fast recipe", "s7": "S7Final",
+RUN_SECTIONS = {"classic": "classic recipe (the seeds'), 1 epoch measured", "fast": "fast recipe", "s7": "S7Final",
                 "gpu": "fast recipe on GPU"}
 
 
@@ -337,7 +337,7 @@ def report(results):
                            f"{r['peak_rss_mib']:.0f}") for r in runs], "rrlrrrr")]
         if key == "classic":
             per_epoch = r0["epoch_seconds"][0]
-            lines += ["", f"Seed recipe, 20 epochs: {per_epoch:.0f} s/epoch measured x 20 = "
+            lines += ["", f"Classic recipe, 20 epochs: {per_epoch:.0f} s/epoch measured x 20 = "
                           f"**{20 * per_epoch / 60:.0f} min** (stated, not run here)."]
     timed = [(title, runs_of(results[key])) for key, title in RUN_SECTIONS.items() if key in results]
     if timed:
