@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from torchvision.transforms import functional as TF
 
 from plots import finish
-from utils import MEAN, STD, ImageError, to_mnist
+from utils import MEAN, STD, ImageError, grey_of, to_mnist
 
 try:
     from anywidget import AnyWidget
@@ -51,9 +51,7 @@ def png_to_grey(png):
     """The pad's image (a PNG data URL) as a grey (H, W) tensor in [0, 1], read as load_digit reads a file."""
     data = base64.b64decode(png.split(",", 1)[-1], validate=True)
     with Image.open(io.BytesIO(data)) as image:
-        rgba = image.convert("RGBA")
-    grey = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("L")  # transparent = paper
-    return TF.pil_to_tensor(grey)[0].float() / 255
+        return grey_of(image)
 
 
 def grey_to_png(grey):

@@ -436,6 +436,13 @@ def edges(x):
     return torch.cat([x[0], x[-1], x[:, 0], x[:, -1]])
 
 
+def grey_of(image):
+    """A PIL image, any mode, as a grey (H, W) tensor in [0, 1]; transparent parts are paper (white)."""
+    rgba = image.convert("RGBA")
+    grey = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("L")
+    return transforms.functional.pil_to_tensor(grey)[0].float() / 255
+
+
 def load_digit(path):
     """A photo or drawing of one digit as MNIST-like input: a (1, 1, 28, 28) normalised tensor.
 
@@ -448,12 +455,11 @@ def load_digit(path):
         raise ImageError(f"{path} is empty")
     try:
         with Image.open(path) as image:
-            rgba = image.convert("RGBA")
+            grey = grey_of(image)
     except (UnidentifiedImageError, OSError) as e:
         raise ImageError(f"{path} is not an image that can be read (PNG, JPG, ...): {e}") from None
-    grey = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("L")  # transparent = paper
     try:
-        return to_mnist(transforms.functional.pil_to_tensor(grey)[0].float() / 255)
+        return to_mnist(grey)
     except ImageError:  # the one thing to_mnist refuses: name the file
         raise ImageError(f"{path} has no digit in it: the image is blank") from None
 
