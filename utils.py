@@ -216,6 +216,9 @@ class Data:
     valid_size: int = 0  # hold out the last N training images and evaluate on them, not on the test set
 
     def __post_init__(self):
+        for name in ("mnist_dir", "root"):  # plain strings, so that a checkpoint's copy loads with weights_only
+            if isinstance(getattr(self, name), os.PathLike):
+                object.__setattr__(self, name, str(getattr(self, name)))
         for name in ("train_size", "test_size", "valid_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -633,8 +636,7 @@ class Trainer:
     @property
     def config(self):
         """What a checkpoint needs to rebuild this trainer: model, seed, recipe and data, as plain values."""
-        data = {k: str(v) if isinstance(v, os.PathLike) else v for k, v in asdict(self.data).items()}  # loadable
-        return {"model": self.model_name, "seed": self.seed, "recipe": asdict(self.recipe), "data": data,
+        return {"model": self.model_name, "seed": self.seed, "recipe": asdict(self.recipe), "data": asdict(self.data),
                 "run_file": str(self.run_file) if self.run_file else None}
 
 
@@ -748,7 +750,7 @@ def start_run(t):
                                                                                   asdict(t.recipe).values())))
     meta = {"recipe": asdict(t.recipe), "recipe_name": name, "model": t.model_name, "seed": t.seed,
             "params": sum(p.numel() for p in t.model.parameters()), "device": device_name(t.device),
-            "precision": str(t.precision), "data": t.config["data"]}
+            "precision": str(t.precision), "data": asdict(t.data)}
     return runs.start_run(meta, asdict(base))
 
 
