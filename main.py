@@ -166,7 +166,7 @@ def train(args):
 
     save_outputs(args.out, t)
     if args.save_model:
-        torch.save(t.model.state_dict(), Path(args.out) / f"{model_name}_weights.pt")
+        torch.save(t.evaluated_model.state_dict(), Path(args.out) / f"{model_name}_weights.pt")
     done = len(history["test_acc"])
     if done < recipe.epochs:
         print(f"Stopped after {done} of {recipe.epochs} epochs: go on with --resume {checkpoint}", file=sys.stderr)
@@ -185,7 +185,7 @@ def save_outputs(out, t, with_predictions=True):
         return
     utils.plot_stats(t.history, save=out / "stats.png")
     if with_predictions:
-        images, targets, preds = utils.predictions(t.model, t.device, t.test_loader)
+        images, targets, preds = utils.predictions(t.evaluated_model, t.device, t.test_loader)
         utils.plot_missed(images, targets, preds, save=out / "missed.png")
         utils.plot_correct(images, targets, preds, save=out / "correct.png")
         utils.plot_confusion(targets, preds, save=out / "confusion.png")

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.optim as optim
 from PIL import Image, UnidentifiedImageError
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Subset, TensorDataset
 from torchvision import datasets, transforms
 from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
@@ -523,6 +524,7 @@ class Recipe:
     label_smoothing: float = 0.0  # share of the target spread over the other classes
     degrees: float = 15.0  # augmentation: rotation uniform in +-degrees
     zoom_p: float = 0.1  # augmentation: probability of the seeds' zoom (crop 22 -> 28)
+    ema: float = 0.0  # decay of a moving average of the weights, evaluated and saved in their place (0: none)
 
     def __post_init__(self):
         choices = {"pipeline": tuple(PIPELINES), "precision": PRECISIONS, "schedule": SCHEDULES}
@@ -530,8 +532,10 @@ class Recipe:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}: use one of {', '.join(allowed)}")
         rules = {"> 0": ("epochs", "batch_size", "step_size", "lr", "gamma"),
-                 ">= 0": ("momentum", "weight_decay", "degrees"), "in [0, 1]": ("zoom_p", "label_smoothing")}
-        holds = {"> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, "in [0, 1]": lambda v: 0 <= v <= 1}
+                 ">= 0": ("momentum", "weight_decay", "degrees"), "in [0, 1]": ("zoom_p", "label_smoothing"),
+                 "in [0, 1)": ("ema",)}
+        holds = {"> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, "in [0, 1]": lambda v: 0 <= v <= 1,
+                 "in [0, 1)": lambda v: 0 <= v < 1}
         for rule, names in rules.items():
             for name in names:
                 if not holds[rule](getattr(self, name)):  # also false for nan
@@ -630,8 +634,14 @@ class Trainer:
     scheduler: object  # an lr scheduler, or None
     criterion: nn.Module
     scaler: torch.amp.GradScaler
+    ema: AveragedModel | None = None  # the moving average of the model's weights, if the recipe keeps one
     history: dict = field(default_factory=new_history)
     run_file: Path | None = None  # this run's record in runs/ (see runs.py), made by `fit`
+
+    @property
+    def evaluated_model(self):
+        """The model that is tested, saved for predictions and shown: the weight average if kept, else the model."""
+        return self.ema.module if self.ema is not None else self.model
 
     @property
     def config(self):
@@ -649,7 +659,15 @@ def prepare(model_name, recipe, data=Data(), device=torch.device("cpu"), seed=1)
     precision = choose_precision(device, recipe.precision)
     return Trainer(model_name, recipe, data, seed, device, precision, model, train_loader, test_loader, optimizer,
                    get_scheduler(optimizer, recipe, len(train_loader)), get_loss(recipe.label_smoothing),
-                   torch.amp.GradScaler(device.type, enabled=precision.scaled))
+                   torch.amp.GradScaler(device.type, enabled=precision.scaled), get_ema(model, recipe.ema))
+
+
+def get_ema(model, decay):
+    """An exponential moving average of `model`'s weights and BatchNorm statistics, updated after every step
+    (`update_parameters`); None for decay 0. It smooths the step-to-step noise out of the evaluated weights."""
+    if not decay:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 class TrainingDiverged(RuntimeError):
@@ -680,6 +698,8 @@ def train(t, desc="train", log_interval=None):
         t.scaler.scale(loss).backward()  # with fp16, scaled so that small gradients survive; else as it is
         t.scaler.step(t.optimizer)
         t.scaler.update()
+        if t.ema is not None:
+            t.ema.update_parameters(t.model)
         if per_batch:
             t.scheduler.step()
         total_loss += loss.item() * len(y)
@@ -696,13 +716,14 @@ def train(t, desc="train", log_interval=None):
 
 @torch.no_grad()
 def test(t, loader=None):
-    """Evaluate the trainer's model on `loader` (default: its test set); prints and returns (mean loss, accuracy %)."""
-    t.model.eval()
+    """Evaluate the trainer's model (its weight average if it keeps one) on `loader` (default: its test set);
+    prints and returns (mean loss, accuracy %)."""
+    model = t.evaluated_model.eval()
     total_loss, correct, seen = 0.0, 0, 0
     for x, y in t.test_loader if loader is None else loader:
         x, y = x.to(t.device, non_blocking=True), y.to(t.device, non_blocking=True)
         with t.precision.autocast(t.device):
-            output = t.model(x)
+            output = model(x)
         total_loss += t.criterion(output.float(), y).item() * len(y)
         correct += (output.argmax(dim=1) == y).sum().item()
         seen += len(y)
@@ -794,6 +815,7 @@ def save_checkpoint(path, t):
     state = {
         "model_name": type(t.model).__name__,
         "model": t.model.state_dict(),
+        "ema": t.ema.state_dict() if t.ema is not None else None,  # the weight average, evaluated in its place
         "optimizer": t.optimizer.state_dict(),
         "scheduler": t.scheduler.state_dict() if t.scheduler is not None else None,
         "scaler": t.scaler.state_dict(),
@@ -825,23 +847,34 @@ def read_checkpoint(path):
 
 
 def load_weights(path, model, state=None):
-    """Put the weights of the checkpoint at `path` into `model`; returns the checkpoint dict."""
+    """Put the evaluated weights of the checkpoint at `path` (the weight average if the run kept one) into
+    `model`, for predictions; returns the checkpoint dict."""
     state = state or read_checkpoint(path)
-    if state["model_name"] != type(model).__name__:
-        raise CheckpointError(f"{path} holds a {state['model_name']} model, not a {type(model).__name__}: "
+    averaged = {name.removeprefix("module."): value for name, value in (state.get("ema") or {}).items()
+                if name.startswith("module.")}  # AveragedModel's state: the model's under module., and n_averaged
+    put_weights(path, model, averaged or state["model"], state["model_name"])
+    return state
+
+
+def put_weights(path, model, weights, model_name):
+    """model.load_state_dict(weights), with a CheckpointError saying which checkpoint does not fit."""
+    if model_name != type(model).__name__:
+        raise CheckpointError(f"{path} holds a {model_name} model, not a {type(model).__name__}: "
                               "choose the model it was trained with, or another checkpoint")
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(weights)
     except RuntimeError as e:
         raise CheckpointError(f"{path} does not fit {type(model).__name__}: {str(e).splitlines()[0]}") from None
-    return state
 
 
 def load_checkpoint(path, t):
     """Restore a `save_checkpoint` file into the trainer `t` (built with the checkpoint's settings), so that
     `fit(t)` goes on where it stopped; returns the history. The RNG states come back too: on CPU a resumed
     run ends exactly as an uninterrupted one."""
-    state = load_weights(path, t.model)
+    state = read_checkpoint(path)
+    put_weights(path, t.model, state["model"], state["model_name"])
+    if t.ema is not None:
+        t.ema.load_state_dict(state["ema"])
     saved_steps = (state["scheduler"] or {}).get("total_steps")
     if saved_steps is not None and saved_steps != getattr(t.scheduler, "total_steps", saved_steps):
         planned = state["config"]["recipe"]["epochs"]

@@ -115,7 +115,7 @@ def test_schedulers_by_name():
     ({"schedule": "cosine"}, "unknown schedule 'cosine'"), ({"pipeline": "turbo"}, "unknown pipeline"),
     ({"precision": "int8"}, "unknown precision"), ({"epochs": 0}, "epochs must be > 0"),
     ({"lr": float("nan")}, "lr must be > 0"), ({"zoom_p": 1.5}, r"zoom_p must be in \[0, 1\]"),
-    ({"momentum": -0.1}, "momentum must be >= 0"),
+    ({"momentum": -0.1}, "momentum must be >= 0"), ({"ema": 1.0}, r"ema must be in \[0, 1\)"),
 ])
 def test_a_recipe_refuses_bad_values_in_one_line(change, message):
     with pytest.raises(ValueError, match=message):
@@ -281,3 +281,61 @@ def test_same_per_epoch_numbers_as_before_the_trainer(mnist_dir, data_root, tmp_
         assert history["test_acc"] == [12.5, 35.416666666666664, 35.416666666666664]
         for key, values in losses.items():
             assert history[key] == pytest.approx(values, rel=1e-6), (pipeline, key)
+
+
+# ----------------------------------------------------------------------------- weight average (recipe.ema)
+
+EMA = replace(PLAIN, ema=0.9, lr=0.05)
+
+
+def test_the_evaluated_weights_are_the_moving_average_of_the_trained_ones(trainer):
+    t = trainer(EMA, model="final")  # BatchNorm: its running statistics are averaged too
+    plain = trainer(PLAIN)
+    assert t.evaluated_model is not t.model and plain.evaluated_model is plain.model
+    after_each_step, step = [], t.optimizer.step
+
+    def step_and_keep(*args, **kwargs):
+        step(*args, **kwargs)
+        after_each_step.append({k: v.detach().clone() for k, v in t.model.state_dict().items()})
+
+    t.optimizer.step = step_and_keep
+    utils.train(t)  # 2 batches
+    expected = dict(after_each_step[0])  # the average starts as a copy of the first weights
+    for weights in after_each_step[1:]:
+        expected = {k: 0.9 * expected[k] + 0.1 * weights[k] if v.is_floating_point() else v for k, v in weights.items()}
+    averaged = t.evaluated_model.state_dict()
+    for name, value in expected.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(averaged[name], value, rtol=1e-6, atol=1e-7, msg=name)
+    assert not torch.equal(averaged["features.conv1.0.weight"], t.model.state_dict()["features.conv1.0.weight"])
+
+
+def test_test_evaluates_the_weight_average(trainer):
+    t = trainer(EMA, model="final")
+    utils.train(t)
+    of_average = utils.test(t)
+    by_hand = utils.get_model("final")
+    by_hand.load_state_dict(t.ema.module.state_dict())
+    t.model, t.ema = by_hand, None  # the average's weights in a plain model: evaluated as they are
+    assert utils.test(t) == of_average
+    t.model = t.model.train()
+    t.model.load_state_dict(trainer(EMA, model="final").model.state_dict())  # untrained weights: another result
+    assert utils.test(t) != of_average
+
+
+def test_a_checkpoint_keeps_the_average_for_resume_and_gives_it_to_predictions(trainer, tmp_path):
+    recipe = replace(EMA, epochs=2)
+    whole = trainer(recipe, model="final")
+    fit(whole)
+    part = trainer(replace(recipe, epochs=1), model="final")
+    fit(part, checkpoint=tmp_path / "c.pt")
+    resumed = trainer(recipe, model="final")
+    utils.load_checkpoint(tmp_path / "c.pt", resumed)
+    fit(resumed, checkpoint=tmp_path / "c.pt")
+    assert resumed.history["test_acc"] == whole.history["test_acc"]
+    for name, value in whole.ema.state_dict().items():
+        assert torch.equal(resumed.ema.state_dict()[name], value), name
+    fresh = utils.get_model("final")
+    utils.load_weights(tmp_path / "c.pt", fresh)  # what `main.py predict` does
+    for name, value in fresh.state_dict().items():
+        assert torch.equal(value, whole.evaluated_model.state_dict()[name]), name
