@@ -6,7 +6,7 @@ the others labelled with where they were measured. Each timed training run is a 
 one, so that its peak memory is its own.
 
     python -m bench.run                      # everything (about 20 min on 2 CPU cores)
-    python -m bench.run --only throughput    # one section: throughput, profile, classic, fast, s7, gpu
+    python -m bench.run --only throughput    # one section: throughput, fp32, profile, classic, fast, s7, gpu
 """
 
 import argparse
@@ -35,6 +35,7 @@ REPORT = ROOT / "BENCHMARKS.md"
 
 THROUGHPUT_BATCHES = 30  # timed batches of 512 per pipeline, after WARMUP_BATCHES
 WARMUP_BATCHES = 3
+FP32_IMAGES = 7680  # timed images per float32 configuration (60 batches of 128)
 PROFILE_BATCHES = 10  # profiled fast-path batches of the fast recipe's size
 SEEDS = (1, 2, 3)
 TARGET_ACC = 99.4  # % test accuracy, both models
@@ -163,6 +164,21 @@ def throughput(data):
             "ratio": fast_ips / classic_ips, "fast_precision": str(precision), "recipe_batch_size": batch_size,
             "recipe_batches": batches, "recipe_img_s": recipe_ips, "compiled_img_s": compiled_ips,
             "compile_warmup_s": warmup_s}
+
+
+def fp32_layouts(data, batch_sizes=(64, 128, 256, 512), images=FP32_IMAGES):
+    """The fast pipeline in float32, what a CPU without native bf16 trains in: images/s for each batch size,
+    with the channels_last layout the pipeline uses and with the contiguous one, over the same images."""
+    rows = []
+    for batch_size in batch_sizes:
+        torch.manual_seed(0)
+        loader, _ = utils.fast_loaders(utils.Recipe(batch_size=batch_size), data, 0, CPU)
+        for layout, memory_format in (("channels_last", torch.channels_last), ("contiguous", torch.contiguous_format)):
+            model = Net().to(memory_format=memory_format)
+            ips = train_steps_per_second(loader, model, CPU, utils.FP32, images // batch_size)
+            print(f"float32, batch {batch_size}, {layout}: {ips:.0f} img/s", flush=True)
+            rows.append({"batch_size": batch_size, "layout": layout, "img_s": ips})
+    return {"images": images, "rows": rows}
 
 
 def profile_ops(loader, device, precision, batches=PROFILE_BATCHES, top=12):
@@ -315,6 +331,14 @@ def report(results):
                        f"{t['compiled_img_s']:.0f}", f"{t['compiled_img_s'] / t['classic_img_s']:.2f}x")], "lrr")]
         if "peak_gflops" in t:
             lines += ["", *share_of_peak(t)]
+    if "fp32" in results:
+        f = results["fp32"]
+        best = max(f["rows"], key=lambda r: r["img_s"])
+        lines += ["", "## The fast pipeline in float32 (CPUs without native bf16)", "", measured_on(f), "",
+                  f"{f['images']:,} training images per row after {WARMUP_BATCHES} warm-up batches, S5 `Net`, "
+                  f"float32 forced; fastest: batch {best['batch_size']}, {best['layout']}.", "",
+                  *table(["batch", "layout", "images/s"],
+                         [(r["batch_size"], r["layout"], f"{r['img_s']:.0f}") for r in f["rows"]], "rlr")]
     if "profile" in results:
         p = results["profile"]
         lines += ["", "## Where a fast-pipeline training step spends its time", "", measured_on(p), "",
@@ -354,6 +378,7 @@ def report(results):
 
 SECTIONS = {
     "throughput": throughput,
+    "fp32": fp32_layouts,
     "profile": profile,
     "classic": lambda data: {"runs": classic_epoch(data)},
     "fast": lambda data: {"runs": [timed_run("net", utils.RECIPES["fast"], s, "cpu", data) for s in SEEDS]},

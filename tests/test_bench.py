@@ -35,6 +35,9 @@ def test_report_writes_every_section(tmp_path, monkeypatch):
                               "recipe_batch_size": 128, "recipe_batches": 120, "recipe_img_s": 1400.0,
                               "compiled_img_s": 900.0, "compile_warmup_s": 24.0, "flops_per_image": 224e6,
                               "peak_gflops": {"float32": 146.0, "bfloat16": 410.0}},
+               "fp32": {"measured": MEASURED, "images": 7680,
+                        "rows": [{"batch_size": 128, "layout": "channels_last", "img_s": 500.0},
+                                 {"batch_size": 128, "layout": "contiguous", "img_s": 560.0}]},
                "profile": {"measured": MEASURED, "batches": 10, "batch_size": 128, "img_s": 1000.0,
                            "ops": [{"op": "aten::convolution_backward", "calls": 40, "self_ms": 500.0, "share": 0.5}]},
                "classic": {"measured": MEASURED,
@@ -53,7 +56,8 @@ def test_report_writes_every_section(tmp_path, monkeypatch):
     assert "| 99.50% in 5.0 s | **no** |" in text
     # each section under its own machine: the GPU run does not relabel the CPU figures
     cpu_line = "Measured by `make bench` on 2026-11-23 10:00 UTC: AMD EPYC (AVX512-BF16), 2 cores, torch 2.14.1."
-    assert text.count(cpu_line) == 4
+    assert text.count(cpu_line) == 5
+    assert "fastest: batch 128, contiguous." in text and "| 128 | contiguous | 560 |" in text
     gpu_section = text[text.index("## fast recipe on GPU"):]
     assert "Intel Xeon (AVX512-BF16), 16 cores, GPU NVIDIA H200" in gpu_section and "AMD EPYC" not in gpu_section
 
@@ -105,3 +109,18 @@ def test_peak_memory_is_this_process_not_its_parent():
     child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                  cwd=Path(bench.__file__).parents[1]).stdout)
     assert 0 < child < bench.peak_rss_mib()
+
+
+def test_fp32_layouts_measures_each_batch_size_in_both_layouts(monkeypatch):
+    images, labels = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    monkeypatch.setattr(utils, "fast_loaders", lambda recipe, *args: (TensorLoader(images, labels, recipe.batch_size,
+                                                                                   shuffle=True, seed=0), None))
+    seen = []
+    monkeypatch.setattr(bench, "train_steps_per_second", lambda loader, model, device, precision, batches: seen.append(
+        (loader.batch_size, model.conv2.weight.is_contiguous(memory_format=torch.channels_last), precision,
+         batches)) or 100.0)
+    result = bench.fp32_layouts(None, batch_sizes=(8, 16), images=64)
+    assert seen == [(8, True, utils.FP32, 8), (8, False, utils.FP32, 8), (16, True, utils.FP32, 4),
+                    (16, False, utils.FP32, 4)]
+    assert [(r["batch_size"], r["layout"]) for r in result["rows"]] == [(8, "channels_last"), (8, "contiguous"),
+                                                                        (16, "channels_last"), (16, "contiguous")]
