@@ -667,7 +667,18 @@ def get_ema(model, decay):
     (`update_parameters`); None for decay 0. It smooths the step-to-step noise out of the evaluated weights."""
     if not decay:
         return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    return AveragedModel(model, multi_avg_fn=ema_with_warmup(decay), use_buffers=True)
+
+
+def ema_with_warmup(decay):
+    """torch's EMA update with the decay held to at most (1 + n) / (10 + n) after n updates (as TensorFlow's
+    ExponentialMovingAverage with num_updates): the early averages forget the random start within a few hundred
+    steps instead of thousands, so the first epochs' accuracy is that of the model learning, not of its start."""
+    def update(averaged, current, n_averaged):
+        n = n_averaged.item()
+        get_ema_multi_avg_fn(min(decay, (1 + n) / (10 + n)))(averaged, current, n_averaged)
+
+    return update
 
 
 class TrainingDiverged(RuntimeError):
