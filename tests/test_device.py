@@ -194,7 +194,8 @@ def test_main_trains_resumes_and_predicts_on_the_device(device, mnist_dir, data_
     from test_main import draw_seven
 
     common = ["train", "--device", device, "--data-dir", mnist_dir, "--data-root", data_root, "--out",
-              tmp_path / "out", "--checkpoint", tmp_path / "ck.pt", "--batch-size", 32, "--schedule", "step"]
+              tmp_path / "out", "--checkpoint", tmp_path / "ck.pt", "--batch-size", 32, "--schedule", "step",
+              "--ema", 0.9]  # the weight average too: updated, checkpointed and predicted with on the device
     assert main.main([str(a) for a in [*common, "--epochs", 1]]) == 0
     assert main.main([str(a) for a in [*common, "--epochs", 2, "--resume", tmp_path / "ck.pt"]]) == 0
     assert utils.read_checkpoint(tmp_path / "ck.pt")["epoch"] == 2
