@@ -548,9 +548,12 @@ RECIPES = {
     # validation split (`--valid-size 10000`: 99.49/99.41/99.41%), then met on the test set (README, BENCHMARKS.md)
     "fast": Recipe(pipeline="fast", epochs=2, batch_size=128, lr=0.2, nesterov=True, schedule="onecycle",
                    label_smoothing=0.1, degrees=5.0, zoom_p=0.1),
-    # S7Final, under 8,000 parameters: BatchNorm allows the high peak rate; mild rotations only
-    "s7": Recipe(pipeline="fast", epochs=15, batch_size=128, lr=0.1, nesterov=True, schedule="onecycle",
-                 degrees=7.0, zoom_p=0.0),
+    # S7Final, under 8,000 parameters: BatchNorm allows the high peak rate; mild rotations only; the weight
+    # average steadies the last epochs. Peak rate, average and weight decay chosen on a validation split
+    # (`--valid-size 10000`, seeds 1-3: the lowest of the last 3 epochs 99.31/99.42/99.43%, against
+    # 99.32/99.26/99.27% for peak 0.1 without them; README, S7.ipynb)
+    "s7": Recipe(pipeline="fast", epochs=15, batch_size=128, lr=0.2, nesterov=True, weight_decay=1e-4,
+                 schedule="onecycle", degrees=7.0, zoom_p=0.0, ema=0.999),
 }
 
 
