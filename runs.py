@@ -193,10 +193,11 @@ def pct(acc):
 
 def legend_labels(runs):
     """One label per run: the recipe settings (and model, seed) whose values differ between `runs`, as 'lr=0.05';
-    a run's name when none differ (or it has none). A label two runs share gets their names added."""
+    a run's name when none differ (or it has none). A label two runs share gets their names added. A setting
+    that older runs lack (added to the recipe since) is compared among the runs that have it."""
     settings = [{**run.get("recipe", {}), "model": run.get("model"), "seed": run.get("seed")} for run in runs]
     keys = [key for key in dict.fromkeys(key for s in settings for key in s)
-            if len({json.dumps(s.get(key), sort_keys=True) for s in settings}) > 1]
+            if len({json.dumps(s[key], sort_keys=True) for s in settings if key in s}) > 1]
     labels = [", ".join(f"{key}={fmt(s[key])}" for key in keys if s.get(key) is not None) or run["name"]
               for s, run in zip(settings, runs)]
     shared = Counter(labels)

@@ -142,6 +142,14 @@ def test_legend_names_runs_by_the_settings_that_differ():
     assert legend_labels([a, {**a, "name": "a2"}, b]) == ["lr=0.05 (a)", "lr=0.05 (a2)", "lr=0.15"]
 
 
+def test_a_setting_older_runs_lack_is_compared_among_the_runs_that_have_it():
+    old = {"name": "old", **meta(lr=0.05)}
+    old["recipe"] = {k: v for k, v in old["recipe"].items() if k != "ema"}  # written before `ema` existed
+    new, averaged = {"name": "new", **meta(lr=0.15, ema=0.0)}, {"name": "avg", **meta(lr=0.15, ema=0.999)}
+    assert legend_labels([old, new]) == ["lr=0.05", "lr=0.15"]  # not 'ema=0' for the new run
+    assert legend_labels([old, new, averaged]) == ["lr=0.05", "lr=0.15, ema=0", "lr=0.15, ema=0.999"]
+
+
 def acc_panel_lines(fig, label_start):
     return [line for line in fig.axes[0].lines if line.get_label().startswith(label_start)]
 
