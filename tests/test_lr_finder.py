@@ -19,7 +19,7 @@ def trainer(model, loader, optimizer, criterion, scheduler=None):
     """What `lr_find` and `utils.train` use of a `utils.Trainer`, around any model and loader."""
     return SimpleNamespace(model=model, train_loader=loader, optimizer=optimizer, criterion=criterion,
                            scheduler=scheduler, device=CPU, precision=FP32,
-                           scaler=torch.amp.GradScaler("cpu", enabled=False))
+                           scaler=torch.amp.GradScaler("cpu", enabled=False), ema=None)
 
 
 class Scripted(nn.Module):
