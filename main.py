@@ -27,7 +27,6 @@ from model import MODELS, get_model
 from utils import RECIPES, Data, Recipe
 
 ROOT = Path(__file__).resolve().parent
-CHOICES = {"pipeline": tuple(utils.PIPELINES), "precision": utils.PRECISIONS, "schedule": utils.SCHEDULES}
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -53,7 +52,7 @@ def add_recipe_flags(group):
         if f.type is bool:
             kind["action"] = argparse.BooleanOptionalAction
         else:
-            kind.update(type=f.type, choices=CHOICES.get(f.name))
+            kind.update(type=f.type, choices=utils.RECIPE_CHOICES.get(f.name))
         group.add_argument(flag, **kind)
 
 
@@ -144,9 +143,14 @@ def settings(args):
     return args.model or "net", args.seed, replace(RECIPES[args.recipe], **given), data
 
 
+def run_device(args):
+    """The device to train on: --device (default auto), or the CPU with --no-accel."""
+    return utils.get_device("cpu" if args.no_accel else args.device)
+
+
 def train(args):
     start = time.perf_counter()
-    device = utils.get_device("cpu" if args.no_accel else args.device)
+    device = run_device(args)
     model_name, seed, recipe, data = settings(args)
     if args.dry_run:
         recipe = replace(recipe, epochs=1)
@@ -221,7 +225,7 @@ def predict(args):
 
 def lr_find(args):
     model_name, seed, recipe, data = settings(args)
-    t = utils.prepare(model_name, recipe, data, utils.get_device("cpu" if args.no_accel else args.device), seed)
+    t = utils.prepare(model_name, recipe, data, run_device(args), seed)
     result = lr_finder.lr_find(t, args.start, args.end, args.num)
     print(result)
     if result.steep is not None:

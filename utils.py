@@ -501,6 +501,7 @@ def to_mnist(grey):
 
 
 SCHEDULES = ("step", "onecycle", "plateau", "none")
+RECIPE_CHOICES = {"pipeline": tuple(PIPELINES), "precision": PRECISIONS, "schedule": SCHEDULES}  # fixed values
 
 
 @dataclass(frozen=True)
@@ -527,8 +528,7 @@ class Recipe:
     ema: float = 0.0  # decay of a moving average of the weights, evaluated and saved in their place (0: none)
 
     def __post_init__(self):
-        choices = {"pipeline": tuple(PIPELINES), "precision": PRECISIONS, "schedule": SCHEDULES}
-        for name, allowed in choices.items():
+        for name, allowed in RECIPE_CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}: use one of {', '.join(allowed)}")
         rules = {"> 0": ("epochs", "batch_size", "step_size", "lr", "gamma"),
