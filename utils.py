@@ -8,6 +8,7 @@ MNIST comes from, how much of it); `prepare` turns them into a `Trainer` and `fi
 import inspect
 import math
 import os
+import platform
 import random
 import re
 import shutil
@@ -106,13 +107,46 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def cpu_has_fast_bf16(cpuinfo="/proc/cpuinfo"):
-    """True on CPUs with native bf16 dot products (AVX512-BF16 or AMX); elsewhere bf16 is emulated, and slow."""
+# oneDNN's instruction-set levels as its dnnl_cpu_isa_t bit masks: a level includes each level whose bits it has
+ONEDNN_ISAS = {"SSE41": 0x1, "AVX": 0x3, "AVX2": 0x7, "AVX2_VNNI": 0xF, "AVX2_VNNI_2": 0x1F, "AVX512_CORE": 0x27,
+               "AVX512_CORE_VNNI": 0x67, "AVX512_CORE_BF16": 0xE7, "AVX10_1_512": 0x1EF, "AVX512_CORE_FP16": 0x1EF,
+               "AVX10_1_512_AMX": 0xFEF, "AVX512_CORE_AMX": 0xFEF, "AVX10_1_512_AMX_FP16": 0x1FEF,
+               "AVX512_CORE_AMX_FP16": 0x1FEF}
+# (Linux's flag, the name people know, the oneDNN level that uses it), widest first
+CPU_ISAS = [("amx_bf16", "AMX", "AVX512_CORE_AMX"), ("avx512_bf16", "AVX512-BF16", "AVX512_CORE_BF16"),
+            ("avx512f", "AVX-512", "AVX512_CORE"), ("avx2", "AVX2", "AVX2"), ("avx", "AVX", "AVX"),
+            ("sse4_1", "SSE4.1", "SSE41")]
+
+
+def isa_cap():
+    """The cap set on oneDNN's instruction set (ONEDNN_MAX_CPU_ISA, or its older name DNNL_MAX_CPU_ISA), which
+    no torch API reports; None if there is none, or one oneDNN ignores (ALL, DEFAULT, a typo)."""
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        value = os.environ.get(name, "").upper()
+        if value:
+            return value if value in ONEDNN_ISAS else None
+    return None
+
+
+def cpu_isa(cpuinfo="/proc/cpuinfo", capped=True):
+    """The widest instructions training here can use, by the name people know ('AVX512-BF16', 'AVX2', ...): the
+    CPU's widest, within oneDNN's cap if one is set (and `capped`); the machine's kind ('arm64', ...) where Linux
+    lists no flags."""
     try:
-        flags = Path(cpuinfo).read_text().split()
-    except OSError:  # not Linux: no way to ask, so stay in fp32
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        flags = set(Path(cpuinfo).read_text().split())
+    except OSError:  # not Linux
+        flags = set()
+    cap = ONEDNN_ISAS.get(isa_cap(), -1) if capped else -1  # -1: every bit allowed
+    for flag, name, level in CPU_ISAS:
+        if flag in flags and ONEDNN_ISAS[level] & ~cap == 0:
+            return name
+    return platform.machine()
+
+
+def cpu_has_fast_bf16(cpuinfo="/proc/cpuinfo"):
+    """True on CPUs with native bf16 dot products (AVX512-BF16 or AMX) that oneDNN may use; elsewhere, and under a
+    cap below them (an AVX2 laptop's, say), bf16 is emulated, and slow."""
+    return cpu_isa(cpuinfo) in ("AMX", "AVX512-BF16")
 
 
 def native_bf16(device):

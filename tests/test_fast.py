@@ -1,6 +1,7 @@
 """The fast path: tensors on the device, batched augmentation, precision choice."""
 
 import math
+import platform
 
 import pytest
 import torch
@@ -110,13 +111,43 @@ def test_fast_loaders(mnist_dir, data_root):
     assert not torch.equal(x, train_loader.images[:32])  # augmented
 
 
-def test_cpu_flags_decide_bf16(tmp_path):
+BF16_CPU = "fpu sse4_1 avx avx2 avx512f avx512_bf16"  # an AVX512-BF16 server CPU's flags (the relevant ones)
+AMX_CPU = BF16_CPU + " amx_bf16"
+AVX2_CPU = "fpu sse4_1 avx avx2"  # most laptops and desktops
+
+
+@pytest.mark.parametrize("flags, cap, isa, fast_bf16", [
+    (AMX_CPU, None, "AMX", True), (BF16_CPU, None, "AVX512-BF16", True),
+    (AVX2_CPU + " avx512f", None, "AVX-512", False), (AVX2_CPU, None, "AVX2", False),
+    ("fpu sse4_1", None, "SSE4.1", False),
+    (AMX_CPU, "AVX512_CORE_BF16", "AVX512-BF16", True), (AMX_CPU, "avx512_core_amx", "AMX", True),
+    (BF16_CPU, "AVX512_CORE_VNNI", "AVX-512", False), (BF16_CPU, "AVX2_VNNI_2", "AVX2", False),
+    (BF16_CPU, "AVX2", "AVX2", False), (BF16_CPU, "AVX", "AVX", False), (BF16_CPU, "SSE41", "SSE4.1", False),
+    (BF16_CPU, "ALL", "AVX512-BF16", True),  # a value oneDNN does not know caps nothing
+    (AVX2_CPU, "AVX512_CORE_AMX", "AVX2", False),  # a cap above the CPU changes nothing
+])
+def test_the_cpu_probe_follows_the_cap_on_onednn(flags, cap, isa, fast_bf16, tmp_path, monkeypatch):
+    """A run capped to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2) computes bf16 by emulation, as a laptop would: it must
+    choose fp32, and report the instructions it may use."""
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("flags : fpu avx2 avx512f avx512_bf16\n")
-    assert utils.cpu_has_fast_bf16(cpuinfo)
-    cpuinfo.write_text("flags : fpu avx2 avx512f\n")
-    assert not utils.cpu_has_fast_bf16(cpuinfo)
-    assert not utils.cpu_has_fast_bf16(tmp_path / "missing")  # not Linux: stay in fp32
+    cpuinfo.write_text(f"flags : {flags}\n")
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    if cap:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert (utils.cpu_isa(cpuinfo), utils.cpu_has_fast_bf16(cpuinfo)) == (isa, fast_bf16)
+
+
+def test_the_cpu_probe_reads_the_older_name_of_the_cap_and_stays_in_fp32_off_linux(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"flags : {BF16_CPU}\n")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
+    assert utils.isa_cap() == "AVX2" and not utils.cpu_has_fast_bf16(cpuinfo)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")  # the current name wins, as in oneDNN
+    assert utils.isa_cap() == "AVX512_CORE_BF16" and utils.cpu_has_fast_bf16(cpuinfo)
+    assert not utils.cpu_has_fast_bf16(tmp_path / "missing")  # no /proc/cpuinfo (macOS, Windows): fp32
+    assert utils.cpu_isa(tmp_path / "missing") == platform.machine()
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])  # float16: tests/test_device.py
