@@ -7,6 +7,10 @@ one, so that its peak memory is its own.
 
     python -m bench.run                      # everything (about 20 min on 2 CPU cores)
     python -m bench.run --only throughput    # one section: throughput, fp32, profile, classic, fast, s7, gpu
+    make bench-avx2                          # as an AVX2 laptop computes: oneDNN's and ATen's kernels capped
+
+A cap (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2, set before Python starts: torch reads them as it
+loads) keeps its sections apart, as `fast@avx2` beside `fast`, each labelled with the cap.
 """
 
 import argparse
@@ -43,19 +47,10 @@ TARGET_RATIO = 3.5  # fast pipeline vs classic pipeline, images/s
 TARGET_SECONDS = 180  # fast recipe, wall time per run on the CPU
 TARGET_GPU_SECONDS = 2  # fast recipe, training + evaluation on one H100
 CPU = torch.device("cpu")
+CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")  # read once, as torch loads
 
 
 # ----------------------------------------------------------------------------- measurements
-
-
-def cpu_isa(cpuinfo="/proc/cpuinfo"):
-    """The widest vector/matrix instructions of this CPU that matter to training: AMX, AVX512-BF16, AVX-512, AVX2."""
-    try:
-        flags = set(Path(cpuinfo).read_text().split())
-    except OSError:
-        return platform.machine()
-    names = [("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", "AVX-512"), ("avx2", "AVX2")]
-    return next((name for flag, name in names if flag in flags), platform.machine())
 
 
 def machine():
@@ -63,7 +58,9 @@ def machine():
     cpuinfo = Path("/proc/cpuinfo")
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if cpuinfo.exists() else platform.processor()
-    return {"cpu": cpu, "cores": torch.get_num_threads(), "isa": cpu_isa(), "bf16_native": utils.cpu_has_fast_bf16(),
+    return {"cpu": cpu, "cores": torch.get_num_threads(), "cpu_isa": utils.cpu_isa(capped=False),
+            "isa": utils.cpu_isa(), "isa_cap": utils.isa_cap(),
+            "aten_capability": torch.backends.cpu.get_cpu_capability(), "bf16_native": utils.cpu_has_fast_bf16(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "torch": torch.__version__, "python": platform.python_version(), "os": platform.platform()}
 
@@ -232,7 +229,7 @@ def child(spec, out):
 
 
 def classic_epoch(data):
-    """One epoch (train + test) of the seeds' pipeline and recipe; 20 epochs = 20 x this."""
+    """One epoch (train + test) of the classic pipeline and recipe; 20 epochs = 20 x this."""
     return [timed_run("net", utils.RECIPES["classic"], 1, "cpu", data, epochs=1)]
 
 
@@ -243,7 +240,7 @@ def runs_of(section):
     return section["runs"]
 
 
-# (section, target, measured text, met) for each target of the issues; a row appears when its section was run
+# (section, target, measured text, met) for each target; a row appears when its section was run
 TARGETS = [
     ("throughput", f"fast pipeline >= {TARGET_RATIO}x the classic pipeline's images/s",
      lambda s: f"{s['ratio']:.2f}x", lambda s: s["ratio"] >= TARGET_RATIO),
@@ -265,10 +262,27 @@ TARGETS = [
 ]
 
 
+def section_key(name, cap):
+    """Where a section's figures are kept: under its name, or `name@cap` when measured with oneDNN's instructions
+    capped (`fast@avx2`), so that capped figures never overwrite the CPU's own."""
+    return f"{name}@{cap.lower()}" if cap else name
+
+
+def keys_of(results, name):
+    """The keys of section `name` in `results`: the CPU's own figures first, then each capped variant."""
+    return sorted((key for key in results if key.partition("@")[0] == name), key=lambda key: ("@" in key, key))
+
+
+def capped(section):
+    """' (AVX2 kernels, capped)' for a section measured under a cap, else ''."""
+    cap = section["measured"]["machine"].get("isa_cap")
+    return f" ({cap} kernels, capped)" if cap else ""
+
+
 def targets(results):
-    """(target, measured, met) rows for the targets whose sections were run."""
-    return [(label, measured(results[key]), met(results[key])) for key, label, measured, met in TARGETS
-            if key in results]
+    """(target, measured, met) rows for the targets whose sections were run, capped ones apart."""
+    return [(label + capped(results[key]), measured(results[key]), met(results[key]))
+            for name, label, measured, met in TARGETS for key in keys_of(results, name)]
 
 
 def table(header, rows, align):
@@ -279,15 +293,23 @@ def table(header, rows, align):
 
 
 def measured_on(section):
-    """Where and when a section was measured, in one sentence."""
+    """Where and when a section was measured, in one sentence: the CPU's own instructions, and the cap if any."""
     m, machine_ = section["measured"], section["measured"]["machine"]
     gpu = f", GPU {machine_['gpu']}" if machine_.get("gpu") else ""
-    return (f"Measured by `{m['command']}` on {m['date']}: {machine_['cpu']} ({machine_.get('isa', '?')}), "
+    isa = machine_.get("cpu_isa", machine_.get("isa", "?"))
+    cap = (f" computing as an {machine_['isa']} CPU (ONEDNN_MAX_CPU_ISA={machine_['isa_cap']}, ATen's "
+           f"{machine_.get('aten_capability', '?')} kernels; MKL's matrix multiplies not capped)"
+           if machine_.get("isa_cap") else "")
+    return (f"Measured by `{m['command']}` on {m['date']}: {machine_['cpu']} ({isa}){cap}, "
             f"{machine_['cores']} cores{gpu}, torch {machine_['torch']}.")
 
 
 def share_of_peak(t):
-    """How close the fast pipeline comes to what this CPU can do: its FLOP rate against the matmul peak."""
+    """How close the fast pipeline comes to what this CPU can do: its FLOP rate against the matmul peak. Not under
+    a cap: the peak is MKL's, which the cap does not reach, so the share would compare a capped step with an
+    uncapped peak."""
+    if t["measured"]["machine"].get("isa_cap"):
+        return ["No share of the matmul peak under a cap: the peak is MKL's, which the cap does not reach."]
     dtype = "bfloat16" if t["fast_precision"].startswith("bfloat16") else "float32"
     achieved = t["recipe_img_s"] * t["flops_per_image"] / 1e9
     peaks = ", ".join(f"{name} {gflops:.0f}" for name, gflops in t["peak_gflops"].items())
@@ -301,69 +323,94 @@ def mean(xs):
     return sum(xs) / len(xs)
 
 
-RUN_SECTIONS = {"classic": "classic recipe (the seeds'), 1 epoch measured", "fast": "fast recipe", "s7": "S7Final",
-                "gpu": "fast recipe on GPU"}
+def plural(n, word):
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def precision_name(precision):
+    """'float32 (...)' as recorded now, from 'torch.float32' as older records have it."""
+    return precision.removeprefix("torch.")
+
+
+def throughput_lines(t):
+    lines = [f"{t['batches']} batches of {t['batch_size']} after {WARMUP_BATCHES} warm-up batches, data loading and "
+             "augmentation included.", "",
+             *table(["pipeline", "images/s"], [
+                 ("classic: DataLoader, PIL transforms, 2 workers, fp32", f"{t['classic_img_s']:.0f}"),
+                 (f"fast: tensors in memory, batched augmentation, {t['fast_precision']}, channels_last",
+                  f"{t['fast_img_s']:.0f}"),
+                 ("ratio", f"**{t['ratio']:.2f}x**")], "lr"),
+             "", f"The fast pipeline at the fast recipe's batch size, {t['recipe_batches']} batches of "
+                 f"{t['recipe_batch_size']}:", "",
+             *table(["fast pipeline", "images/s", "vs classic pipeline"], [
+                 ("eager (what the recipe uses)", f"{t['recipe_img_s']:.0f}",
+                  f"{t['recipe_img_s'] / t['classic_img_s']:.2f}x"),
+                 (f"`torch.compile` (after {t['compile_warmup_s']:.0f} s of compiling and warm-up)",
+                  f"{t['compiled_img_s']:.0f}", f"{t['compiled_img_s'] / t['classic_img_s']:.2f}x")], "lrr")]
+    return lines + (["", *share_of_peak(t)] if "peak_gflops" in t else [])
+
+
+def fp32_lines(f):
+    best = max(f["rows"], key=lambda r: r["img_s"])
+    return [f"{f['images']:,} training images per row after {WARMUP_BATCHES} warm-up batches, S5 `Net`, float32 "
+            f"forced; fastest: batch {best['batch_size']}, {best['layout']}.", "",
+            *table(["batch", "layout", "images/s"],
+                   [(r["batch_size"], r["layout"], f"{r['img_s']:.0f}") for r in f["rows"]], "rlr")]
+
+
+def profile_lines(p):
+    return [f"torch.profiler over {p['batches']} batches of {p['batch_size']} of the S5 `Net` ({p['img_s']:.0f} "
+            f"images/s without the profiler; the first {WARMUP_BATCHES} are warm-up).", "",
+            *table(["operator", "calls", "self ms", "share"],
+                   [(f"`{o['op']}`", o["calls"], f"{o['self_ms']:.0f}", f"{100 * o['share']:.1f}%")
+                    for o in p["ops"]], "lrrr")]
+
+
+def runs_lines(section):
+    runs, r0 = runs_of(section), runs_of(section)[0]
+    lines = [f"`{r0['model']}`, {plural(r0['recipe']['epochs'], 'epoch')}, {r0['recipe']['pipeline']} pipeline, "
+             f"{precision_name(r0['precision'])}.", "",
+             *table(["seed", "final test acc", "per-epoch test acc", "data load s", "train+eval s", "wall s",
+                     "peak RSS MiB"],
+                    [(r["seed"], f"{r['final_acc']:.2f}%", " ".join(f"{a:.2f}" for a in r["test_acc"]),
+                      f"{r['load_seconds']:.1f}", f"{r['fit_seconds']:.1f}", f"{r['wall_seconds']:.1f}",
+                      f"{r['peak_rss_mib']:.0f}") for r in runs], "rrlrrrr")]
+    if r0["recipe"]["pipeline"] == "classic" and r0["recipe"]["epochs"] == 1:
+        per_epoch = r0["epoch_seconds"][0]
+        lines += ["", f"Classic recipe, 20 epochs: {per_epoch:.0f} s/epoch measured x 20 = "
+                      f"**{20 * per_epoch / 60:.0f} min** (stated, not run here)."]
+    return lines
+
+
+# section name: (title, what its figures are drawn into)
+SECTION_REPORTS = {
+    "throughput": ("Training throughput, S5 `Net`", throughput_lines),
+    "fp32": ("The fast pipeline in float32 (CPUs without native bf16)", fp32_lines),
+    "profile": ("Where a fast-pipeline training step spends its time", profile_lines),
+    "classic": ("classic recipe (the original S5 recipe), 1 epoch measured", runs_lines),
+    "fast": ("fast recipe", runs_lines),
+    "s7": ("S7Final", runs_lines),
+    "gpu": ("fast recipe on GPU", runs_lines),
+}
+RUN_SECTIONS = ("classic", "fast", "s7", "gpu")
 
 
 def report(results):
     lines = ["# Benchmarks", "", "Written by `make bench` (`python -m bench.run`); every figure below comes from the "
-             "run named above its table, and `bench/results.json` has them all."]
+             "run named above its table, and `bench/results.json` has them all. Sections marked *capped* were "
+             "measured with oneDNN's and ATen's kernels held to fewer instructions (`make bench-avx2`: those of an "
+             "AVX2 laptop) on the CPU named."]
     rows = targets(results)
     if rows:
         lines += ["", "## Targets", "", *table(["target", "measured", "met"],
                                               [(t, m, "yes" if ok else "**no**") for t, m, ok in rows], "llc")]
-    if "throughput" in results:
-        t = results["throughput"]
-        lines += ["", "## Training throughput, S5 `Net`", "", measured_on(t), "",
-                  f"{t['batches']} batches of {t['batch_size']} after {WARMUP_BATCHES} warm-up batches, data loading "
-                  "and augmentation included.", "",
-                  *table(["pipeline", "images/s"], [
-                      ("classic: DataLoader, PIL transforms, 2 workers, fp32", f"{t['classic_img_s']:.0f}"),
-                      (f"fast: tensors in memory, batched augmentation, {t['fast_precision']}, channels_last",
-                       f"{t['fast_img_s']:.0f}"),
-                      ("ratio", f"**{t['ratio']:.2f}x**")], "lr"),
-                  "", f"The fast pipeline at the fast recipe's batch size, {t['recipe_batches']} batches of "
-                      f"{t['recipe_batch_size']}:", "",
-                  *table(["fast pipeline", "images/s", "vs classic pipeline"], [
-                      ("eager (what the recipe uses)", f"{t['recipe_img_s']:.0f}",
-                       f"{t['recipe_img_s'] / t['classic_img_s']:.2f}x"),
-                      (f"`torch.compile` (after {t['compile_warmup_s']:.0f} s of compiling and warm-up)",
-                       f"{t['compiled_img_s']:.0f}", f"{t['compiled_img_s'] / t['classic_img_s']:.2f}x")], "lrr")]
-        if "peak_gflops" in t:
-            lines += ["", *share_of_peak(t)]
-    if "fp32" in results:
-        f = results["fp32"]
-        best = max(f["rows"], key=lambda r: r["img_s"])
-        lines += ["", "## The fast pipeline in float32 (CPUs without native bf16)", "", measured_on(f), "",
-                  f"{f['images']:,} training images per row after {WARMUP_BATCHES} warm-up batches, S5 `Net`, "
-                  f"float32 forced; fastest: batch {best['batch_size']}, {best['layout']}.", "",
-                  *table(["batch", "layout", "images/s"],
-                         [(r["batch_size"], r["layout"], f"{r['img_s']:.0f}") for r in f["rows"]], "rlr")]
-    if "profile" in results:
-        p = results["profile"]
-        lines += ["", "## Where a fast-pipeline training step spends its time", "", measured_on(p), "",
-                  f"torch.profiler over {p['batches']} batches of {p['batch_size']} of the S5 `Net` "
-                  f"({p['img_s']:.0f} images/s without the profiler; the first {WARMUP_BATCHES} are warm-up).", "",
-                  *table(["operator", "calls", "self ms", "share"],
-                         [(f"`{o['op']}`", o["calls"], f"{o['self_ms']:.0f}", f"{100 * o['share']:.1f}%")
-                          for o in p["ops"]], "lrrr")]
-    for key, title in RUN_SECTIONS.items():
-        if key not in results:
-            continue
-        runs = runs_of(results[key])
-        r0 = runs[0]
-        lines += ["", f"## {title}: `{r0['model']}`, {r0['recipe']['epochs']} epochs, {r0['recipe']['pipeline']} "
-                      f"pipeline, {r0['precision']}", "", measured_on(results[key]), "",
-                  *table(["seed", "final test acc", "per-epoch test acc", "data load s", "train+eval s", "wall s",
-                          "peak RSS MiB"],
-                         [(r["seed"], f"{r['final_acc']:.2f}%", " ".join(f"{a:.2f}" for a in r["test_acc"]),
-                           f"{r['load_seconds']:.1f}", f"{r['fit_seconds']:.1f}", f"{r['wall_seconds']:.1f}",
-                           f"{r['peak_rss_mib']:.0f}") for r in runs], "rrlrrrr")]
-        if key == "classic":
-            per_epoch = r0["epoch_seconds"][0]
-            lines += ["", f"Classic recipe, 20 epochs: {per_epoch:.0f} s/epoch measured x 20 = "
-                          f"**{20 * per_epoch / 60:.0f} min** (stated, not run here)."]
-    timed = [(title, runs_of(results[key])) for key, title in RUN_SECTIONS.items() if key in results]
+    timed = []
+    for name, (title, lines_of) in SECTION_REPORTS.items():
+        for key in keys_of(results, name):
+            section = results[key]
+            lines += ["", f"## {title}{capped(section)}", "", measured_on(section), "", *lines_of(section)]
+            if name in RUN_SECTIONS:
+                timed.append((title + capped(section), runs_of(section)))
     if timed:
         lines += ["", "## Time per epoch (train + test)", "",
                   *table(["run", "model", "batch", "s/epoch", "s/run"],
@@ -399,15 +446,16 @@ def main():
 
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}  # sections not re-run stay
     everything = args.only == parser.get_default("only")
-    command = "make bench" if everything else " ".join(["python -m bench.run", *sys.argv[1:]])
+    caps = " ".join(f"{name}={os.environ[name]}" for name in CAP_VARIABLES if os.environ.get(name))
+    command = "make bench" if everything and not caps else " ".join([caps, "python -m bench.run", *sys.argv[1:]])
     data = utils.Data(mnist_dir=args.data_dir)
     for name in args.only.split(","):
         if name == "gpu" and not torch.cuda.is_available():
             print("gpu: no CUDA GPU here, section skipped")
             continue
-        measured = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
+        measured = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command.strip(),
                     "machine": machine()}
-        results[name] = {"measured": measured, **SECTIONS[name](data)}
+        results[section_key(name, utils.isa_cap())] = {"measured": measured, **SECTIONS[name](data)}
         RESULTS.write_text(json.dumps(results, indent=1))  # after each section: a crash keeps what was measured
     report(results)
     print(f"wrote {REPORT.relative_to(ROOT)} and {RESULTS.relative_to(ROOT)}")
