@@ -1,7 +1,7 @@
 """MNIST from the command line: the notebook's pipeline, with checkpoints, resume and prediction.
 
     python main.py --epochs 1                       # train (the default command) with the fast recipe
-    python main.py train --recipe classic           # the seeds' pipeline and recipe (~50 min on 2 CPU cores)
+    python main.py train --recipe classic           # the original S5 pipeline and recipe (20 epochs)
     python main.py train --resume checkpoints/net.pt
     python main.py predict my_digit.png --checkpoint checkpoints/net.pt --show
     python main.py lr-find                          # which peak learning rate to try
@@ -61,7 +61,7 @@ def add_run_flags(parser):
     run = parser.add_argument_group("run")
     run.add_argument("--model", choices=sorted(MODELS), help="architecture (default: net, the S5 Net)")
     run.add_argument("--recipe", choices=sorted(RECIPES), default="fast",
-                     help="starting values of the hyperparameters below (default: fast; classic = the seeds')")
+                     help="starting values of the hyperparameters below (default: fast; classic: the original S5 one)")
     run.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     run.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default: auto)")
     run.add_argument("--no-accel", action="store_true", help="train on the CPU even if a GPU is there")

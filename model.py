@@ -29,7 +29,7 @@ class MNISTModel(nn.Module):
 
 
 class Net(MNISTModel):
-    """The seeds' S5 CNN: 4 conv (3x3, no padding) + 2 FC, 593,200 parameters."""
+    """The original S5 CNN: 4 conv (3x3, no padding) + 2 FC, 593,200 parameters."""
 
     def __init__(self):
         super().__init__()
@@ -60,12 +60,12 @@ def flat_features(features, input_size=INPUT_SIZE):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# S7: compact models, built step by step from a skeleton to a < 8,000-parameter network (the seed's Model_1 .. Model_9)
+# S7: compact models, built step by step from a skeleton to a < 8,000-parameter network (the original S7 Model_1..9)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 def conv_block(c_in, c_out, kernel_size=3, padding=0, bn=False, dropout=0.0):
-    """Conv -> ReLU -> [BatchNorm] -> [Dropout], the seed's unit; the conv has no bias when BatchNorm follows."""
+    """Conv -> ReLU -> [BatchNorm] -> [Dropout], the original S7 unit; the conv has no bias when BatchNorm follows."""
     layers = [nn.Conv2d(c_in, c_out, kernel_size, padding=padding, bias=not bn), nn.ReLU()]
     if bn:
         layers.append(nn.BatchNorm2d(c_out))
@@ -75,7 +75,7 @@ def conv_block(c_in, c_out, kernel_size=3, padding=0, bn=False, dropout=0.0):
 
 
 def transition(c_in, c_out):
-    """1x1 conv squeezing c_in channels to c_out, then a 2x2 max-pool halving the size (the seed's order)."""
+    """1x1 conv squeezing c_in channels to c_out, then a 2x2 max-pool halving the size (the original S7 order)."""
     return nn.Sequential(nn.Conv2d(c_in, c_out, kernel_size=1, bias=False), nn.MaxPool2d(2))
 
 
@@ -147,11 +147,10 @@ class S7Regularised(S7Model):
 
 
 class S7Final(S7Model):
-    """Step 4, the seed's Model_9 (7,280 params): trimmed channels, a 16->8->16 squeeze at 6x6.
+    """Step 4, the original S7 notebook's Model_9 (7,280 params): trimmed channels, a 16->8->16 squeeze at 6x6.
 
-    Dropout is off by default: with augmentation and dropout 0.05 this small model underfits (its train
-    accuracy stays below its test accuracy), and on a validation split held out of the training set
-    dropout 0.05 cost 0.06 points (mean of the last 3 of 15 epochs: 99.34% against 99.40%).
+    Dropout is off by default: with augmentation, dropout makes this small model underfit (its train accuracy
+    stays below its test accuracy) and cost accuracy on a validation split (docs/experiments.md).
     """
 
     def __init__(self, dropout=0.0):

@@ -357,7 +357,7 @@ def broken_file_message(raw):
 
 
 def train_transforms(recipe):
-    """The seeds' augmentation: a rare zoom (crop 22 -> 28), then a rotation of up to `recipe.degrees`."""
+    """The original S5 augmentation: a rare zoom (crop 22 -> 28), then a rotation of up to `recipe.degrees`."""
     return transforms.Compose([
         transforms.RandomApply([transforms.CenterCrop(22)], p=recipe.zoom_p),
         transforms.Resize((28, 28)),
@@ -372,7 +372,7 @@ def test_transforms():
 
 
 def classic_loaders(recipe, data, seed, device):
-    """The seeds' pipeline: PIL transforms per image in `DataLoader` workers; (train_loader, test_loader).
+    """The original S5 pipeline: PIL transforms per image in `DataLoader` workers; (train_loader, test_loader).
 
     The training set is shuffled by a generator seeded with `seed`.
     """
@@ -398,11 +398,11 @@ def mnist_tensors(train, device, data):
 
 
 def augment(images, generator, degrees=15.0, zoom_p=0.1):
-    """The seeds' augmentation for a whole batch at once, drawn per image, on the batch's device.
+    """The original S5 augmentation for a whole batch at once, drawn per image, on the batch's device.
 
     Each image is rotated by an angle uniform in +-`degrees` and, with probability `zoom_p`, zoomed
     like CenterCrop(22) + Resize(28). One affine_grid + grid_sample does both, nearest-neighbour as the
-    seeds' RandomRotation; outside the image is black, as with the seeds' fill=0.
+    original RandomRotation; outside the image is black, as with its fill=0.
     """
     n = images.shape[0]
     u = torch.rand(2, n, device=generator.device, generator=generator).to(images.device)
@@ -558,7 +558,7 @@ class Recipe:
     gamma: float = 0.1  # 'step'/'plateau': factor applied to the learning rate at each drop
     label_smoothing: float = 0.0  # share of the target spread over the other classes
     degrees: float = 15.0  # augmentation: rotation uniform in +-degrees
-    zoom_p: float = 0.1  # augmentation: probability of the seeds' zoom (crop 22 -> 28)
+    zoom_p: float = 0.1  # augmentation: probability of the original S5 zoom (crop 22 -> 28)
     ema: float = 0.0  # decay of a moving average of the weights, evaluated and saved in their place (0: none)
 
     def __post_init__(self):
@@ -577,15 +577,14 @@ class Recipe:
 
 
 RECIPES = {
-    "classic": Recipe(pipeline="classic", precision="float32"),  # the seeds' pipeline and recipe, exactly
-    # >= 99.4% in 2 epochs, under 2 minutes on 2 bf16 CPU cores: the 2-epoch budget and its peak rate chosen on a
-    # validation split (`--valid-size 10000`: 99.49/99.41/99.41%), then met on the test set (README, BENCHMARKS.md)
+    "classic": Recipe(pipeline="classic", precision="float32"),  # the original S5 pipeline and recipe, exactly
+    # >= 99.4% in 2 epochs on a CPU: one-cycle to a high peak rate, mild augmentation, label smoothing; the budget
+    # and the peak rate chosen on a validation split (docs/experiments.md)
     "fast": Recipe(pipeline="fast", epochs=2, batch_size=128, lr=0.2, nesterov=True, schedule="onecycle",
                    label_smoothing=0.1, degrees=5.0, zoom_p=0.1),
     # S7Final, under 8,000 parameters: BatchNorm allows the high peak rate; mild rotations only; the weight
     # average steadies the last epochs. Peak rate, average and weight decay chosen on a validation split
-    # (`--valid-size 10000`, seeds 1-3: the lowest of the last 3 epochs 99.31/99.42/99.43%, against
-    # 99.32/99.26/99.27% for peak 0.1 without them; README, S7.ipynb)
+    # (docs/experiments.md)
     "s7": Recipe(pipeline="fast", epochs=15, batch_size=128, lr=0.2, nesterov=True, weight_decay=1e-4,
                  schedule="onecycle", degrees=7.0, zoom_p=0.0, ema=0.999),
 }
@@ -630,7 +629,7 @@ def get_optimizer(model, recipe):
 
 
 def get_scheduler(optimizer, recipe, steps_per_epoch=1):
-    """The learning-rate schedule: 'step' (StepLR, the seeds'), 'onecycle' (OneCycleLR to the recipe's lr
+    """The learning-rate schedule: 'step' (StepLR, the original S5 one), 'onecycle' (OneCycleLR to the recipe's lr
     and down, stepped per batch), 'plateau' (ReduceLROnPlateau on the test loss) or 'none'."""
     if recipe.schedule == "step":
         return optim.lr_scheduler.StepLR(optimizer, step_size=recipe.step_size, gamma=recipe.gamma)

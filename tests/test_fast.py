@@ -37,7 +37,7 @@ def orientation_and_length(images):
 
 
 def seed_path(image, n):
-    """n draws of the seeds' PIL transforms of `image`, back in [0, 1]."""
+    """n draws of the original S5 PIL transforms of `image`, back in [0, 1]."""
     pil = Image.fromarray(image.numpy())
     tf = utils.train_transforms(Recipe())
     return torch.stack([tf(pil) for _ in range(n)]) * STD + MEAN
