@@ -12,6 +12,7 @@ import random
 import re
 import shutil
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.optim as optim
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Subset, TensorDataset
 from torchvision import datasets, transforms
@@ -458,9 +459,14 @@ def load_digit(path):
     if path.stat().st_size == 0:
         raise ImageError(f"{path} is empty")
     try:
-        with Image.open(path) as image:
-            grey = grey_of(image)
-    except (UnidentifiedImageError, OSError) as e:
+        with warnings.catch_warnings():  # past MAX_IMAGE_PIXELS PIL only warns; no picture of a digit is that big
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                grey = grey_of(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{path} is too large to be one digit (over {Image.MAX_IMAGE_PIXELS:,} pixels): "
+                         "scale it down, to 1000 x 1000 pixels say") from None
+    except Exception as e:  # PIL fails in many ways on a damaged or unusual file; all mean the same here
         raise ImageError(f"{path} is not an image that can be read (PNG, JPG, ...): {e}") from None
     try:
         return to_mnist(grey)

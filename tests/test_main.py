@@ -5,7 +5,7 @@ import re
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, PngImagePlugin
 
 import main
 import utils
@@ -255,8 +255,9 @@ def test_predict_prints_digit_and_probabilities_and_shows_the_view(run, checkpoi
     assert (tmp_path / "views" / "a_28x28.png").exists() and (tmp_path / "views" / "b_28x28.png").exists()
 
 
-@pytest.mark.parametrize("problem", ["missing", "empty", "not an image", "blank"])
-def test_predict_bad_files(run, checkpoint, tmp_path, problem):
+@pytest.mark.parametrize("problem", ["missing", "empty", "not an image", "blank", "text bomb", "bomb",
+                                     "over the limit"])
+def test_predict_bad_files(run, checkpoint, tmp_path, monkeypatch, problem):
     path = tmp_path / "digit.png"
     if problem == "empty":
         path.write_bytes(b"")
@@ -264,10 +265,18 @@ def test_predict_bad_files(run, checkpoint, tmp_path, problem):
         path.write_text("hello")
     elif problem == "blank":
         Image.new("L", (50, 50), 255).save(path)
+    elif problem == "text bomb":  # 2 KB of PNG whose comment inflates to 2 MB: PIL refuses it with a ValueError
+        info = PngImagePlugin.PngInfo()
+        info.add_text("comment", "x" * 2_000_000, zip=True)
+        Image.new("L", (50, 50), 255).save(path, pnginfo=info)
+    elif problem in ("bomb", "over the limit"):  # PIL refuses past 2 x MAX_IMAGE_PIXELS, and warns past it
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 180 * 240 // 3 if problem == "bomb" else 180 * 240 * 2 // 3)
+        draw_seven(path, mode="1")  # as a 15000 x 15000 1-bit PNG (a few KB) is with the real limit
     code, _, err = run("predict", path, "--checkpoint", checkpoint)
     expected = {"missing": "no such file", "empty": "is empty", "not an image": "is not an image",
-                "blank": "no digit in it"}[problem]
-    assert code == 1 and expected in one_error_line(err)
+                "blank": "no digit in it", "text bomb": "is not an image", "bomb": "is too large to be one digit",
+                "over the limit": "is too large to be one digit"}[problem]
+    assert code == 1 and expected in one_error_line(err) and str(path) in one_error_line(err)
 
 
 def test_load_digit_makes_mnist_like_input(tmp_path):
