@@ -11,6 +11,7 @@ import os
 import random
 import re
 import shutil
+import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -593,6 +594,24 @@ def describe_recipe(recipe, base=None):
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- output paths
+
+
+def why_unwritable(path, folder=False):
+    """Why `path` cannot be written as a folder (`folder`) or as a file, or None if it can. Nothing is created:
+    a path not there yet needs a writable folder as its nearest existing parent. (As root, os.access says that
+    all can be written; a file in the way stops root too.)"""
+    path = Path(path)
+    if path.exists():
+        if path.is_dir() != folder:
+            return "is a folder, not a file" if path.is_dir() else "is a file, not a folder"
+        return None if os.access(path, os.W_OK) else "is not writable"
+    parent = next(p for p in path.parents if p.exists())
+    if not parent.is_dir():
+        return f"cannot be created ({parent} is a file)"
+    return None if os.access(parent, os.W_OK | os.X_OK) else f"cannot be created ({parent} is not writable)"
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -786,22 +805,32 @@ def fit(t, checkpoint=None, log_interval=None):
 
 
 def start_run(t):
-    """Open the record of the trainer's run in runs/, named after what differs from the closest named recipe."""
+    """Open the record of the trainer's run in runs/, named after what differs from the closest named recipe;
+    returns its path, or None (with a warning) where the runs folder cannot be written."""
     name, base = min(RECIPES.items(), key=lambda item: sum(a != b for a, b in zip(asdict(item[1]).values(),
                                                                                   asdict(t.recipe).values())))
     meta = {"recipe": asdict(t.recipe), "recipe_name": name, "model": t.model_name, "seed": t.seed,
             "params": sum(p.numel() for p in t.model.parameters()), "device": device_name(t.device),
             "precision": str(t.precision), "data": asdict(t.data)}
-    return runs.start_run(meta, asdict(base))
+    try:
+        return runs.start_run(meta, asdict(base))
+    except OSError as e:  # a record costs a warning, never the run
+        folder = runs.get_runs_dir()
+        problem = why_unwritable(folder, folder=True) or f"cannot be written ({e.strerror or e})"
+        print(f"warning: this run is not kept: the runs folder {folder} {problem}; "
+              "set RUNS_DIR to a folder that can be written to keep the next ones", file=sys.stderr)
+        return None
 
 
 def keep_run(t):
     """Rewrite the run's record with the history so far; a record that cannot be written costs a warning, not
     the run."""
+    if t.run_file is None:  # the runs folder could not be written: start_run said so
+        return
     try:
         runs.write_run(t.run_file, t.history, finished=len(t.history["test_acc"]) >= t.recipe.epochs)
     except (OSError, runs.RunFileError) as e:
-        print(f"warning: the run's record was not updated ({e})")
+        print(f"warning: the run's record was not updated ({e})", file=sys.stderr)
 
 
 @contextmanager

@@ -314,6 +314,18 @@ def test_every_training_run_is_kept_and_a_resumed_one_goes_on_in_its_record(run,
     assert record["finished"] is True and len(record["history"]["test_acc"]) == 2
 
 
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_a_runs_folder_that_cannot_be_written_costs_a_warning_not_the_run(run, train_args, tmp_path, monkeypatch,
+                                                                          where):
+    (tmp_path / "notes").write_text("mine")
+    monkeypatch.setenv("RUNS_DIR", str(tmp_path / "notes" if where == "a file" else tmp_path / "notes" / "runs"))
+    code, out, err = run(*train_args, "--epochs", 1)
+    assert code == 0 and "Final test accuracy" in out and (tmp_path / "ck.pt").exists(), err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "this run is not kept" in warnings[0] and "RUNS_DIR" in warnings[0]
+    assert "Traceback" not in err and (tmp_path / "notes").read_text() == "mine"
+
+
 def test_runs_lists_the_kept_runs_and_overlays_them(run, train_args, runs_dir, tmp_path):
     assert run(*train_args, "--epochs", 1)[0] == 0
     assert run(*train_args, "--epochs", 1, "--lr", 0.05)[0] == 0
