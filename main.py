@@ -128,6 +128,24 @@ def parse_args(argv):
     return build_parser().parse_args(argv)
 
 
+# ----------------------------------------------------------------------------- output paths
+
+
+def require_writable(flag, path, folder=False):
+    """Checked before any work: a ValueError naming `flag` and what to do, unless `path` can be written as a folder
+    (`folder`) or as a file."""
+    problem = utils.why_unwritable(path, folder)
+    if problem:
+        wanted = "a folder that can be written (created if missing)" if folder else "a file in a writable folder"
+        raise ValueError(f"{flag} {path} {problem}: give {wanted}")
+
+
+def require_data_root(args):
+    """--data-root is written only to download or stage MNIST: a folder that is there may be read-only."""
+    if not Path(args.data_root).is_dir():
+        require_writable("--data-root", args.data_root, folder=True)
+
+
 # ----------------------------------------------------------------------------- train
 
 
@@ -156,6 +174,14 @@ def train(args):
         recipe = replace(recipe, epochs=1)
         data = replace(data, train_size=2 * recipe.batch_size, test_size=data.test_batch_size)
     checkpoint = Path(args.checkpoint or args.resume or ROOT / "checkpoints" / f"{model_name}.pt")
+    require_writable("--checkpoint", checkpoint)
+    if checkpoint.with_suffix(".tmp").is_dir():  # save_checkpoint writes there first, then renames
+        raise ValueError(f"--checkpoint {checkpoint}: its temporary file {checkpoint.with_suffix('.tmp')} is a "
+                         "folder: give another file name")
+    require_writable("--out", args.out, folder=True)
+    if args.save_model:
+        require_writable("--out", Path(args.out) / f"{model_name}_weights.pt")
+    require_data_root(args)
 
     t = utils.prepare(model_name, recipe, data, device, seed)
     if args.resume:
@@ -201,6 +227,8 @@ def save_outputs(out, t, with_predictions=True):
 
 
 def predict(args):
+    if args.show:
+        require_writable("--out", args.out, folder=True)
     device = utils.get_device(args.device)
     state = utils.read_checkpoint(args.checkpoint)
     model = get_model(state["config"].get("model", "net")).to(device)
@@ -224,6 +252,8 @@ def predict(args):
 
 
 def lr_find(args):
+    require_writable("--out", args.out, folder=True)
+    require_data_root(args)
     model_name, seed, recipe, data = settings(args)
     t = utils.prepare(model_name, recipe, data, run_device(args), seed)
     result = lr_finder.lr_find(t, args.start, args.end, args.num)
@@ -240,6 +270,7 @@ def show_runs(args):
         kept = runs.list_runs()
         print(runs.runs_table(kept) if kept else f"no runs kept in {runs.get_runs_dir()} yet: train one")
         return 0
+    require_writable("--out", args.out)
     folder, chosen = runs.get_runs_dir(), []
     for name in args.plot:  # a file, a run's name, or a glob pattern in the runs folder
         paths = [Path(name)] if Path(name).is_file() else sorted(folder.glob(name if "*" in name else f"{name}*"))

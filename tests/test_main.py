@@ -8,6 +8,7 @@ import torch
 from PIL import Image, ImageDraw, PngImagePlugin
 
 import main
+import runs
 import utils
 
 
@@ -228,6 +229,46 @@ def test_corrupt_checkpoint(run, train_args, tmp_path, content):
     assert code == 1 and "is not a readable checkpoint" in one_error_line(err)
     code, _, err = run("predict", tmp_path / "x.png", "--checkpoint", path)
     assert code == 1
+
+
+@pytest.mark.parametrize("case, flag, problem", [
+    ("checkpoint is a folder", "--checkpoint", "is a folder, not a file"),
+    ("checkpoint under a file", "--checkpoint", "cannot be created"),
+    ("checkpoint.tmp a folder", "--checkpoint", "its temporary file"),
+    ("out is a file", "--out", "is a file, not a folder"), ("out under a file", "--out", "cannot be created"),
+    ("weights file a folder", "--out", "is a folder, not a file"),
+    ("data root a file", "--data-root", "is a file, not a folder"),
+    ("lr-find out", "--out", "is a file, not a folder"), ("predict out", "--out", "is a file, not a folder"),
+    ("runs out", "--out", "is a folder, not a file"),
+])
+def test_an_output_path_that_cannot_be_written_stops_before_any_work(run, train_args, tmp_path, request, case, flag,
+                                                                     problem):
+    notes, folder = tmp_path / "notes", tmp_path / "folder"
+    notes.write_text("mine")
+    (folder / "net_weights.pt").mkdir(parents=True)
+    args = {"checkpoint is a folder": [*train_args, "--checkpoint", folder],
+            "checkpoint under a file": [*train_args, "--checkpoint", notes / "ck.pt"],
+            "checkpoint.tmp a folder": train_args,  # tmp_path / "ck.pt" is written as ck.tmp, then renamed
+            "out is a file": [*train_args, "--out", notes],
+            "out under a file": [*train_args, "--out", notes / "plots"],
+            "weights file a folder": [*train_args, "--out", folder, "--save-model"],
+            "data root a file": [*train_args, "--data-root", notes],
+            "lr-find out": ["lr-find", *train_args[1:5], "--num", 5, "--out", notes],
+            "predict out": ["predict", "digit.png", "--checkpoint", tmp_path / "ck.pt", "--show", "--out", notes],
+            "runs out": ["runs", "--plot", "run.json", "--out", folder]}[case]
+    if case == "checkpoint.tmp a folder":
+        (tmp_path / "ck.tmp").mkdir()
+    if case == "predict out":
+        request.getfixturevalue("checkpoint")
+        draw_seven(tmp_path / "digit.png")
+        args[1] = tmp_path / "digit.png"
+    if case == "runs out":
+        args[2] = runs.start_run({"recipe": {}}, {}, tmp_path / "kept")
+    code, out, err = run(*args)
+    line = one_error_line(err)
+    assert code == 1 and line.startswith(f"error: {flag} ") and problem in line and ": give" in line
+    assert "Epoch" not in out and "lr_find:" not in out and "digit.png:" not in out  # no work was started
+    assert notes.read_text() == "mine" and not (tmp_path / "folder.tmp").exists()
 
 
 # ----------------------------------------------------------------------------- predict
