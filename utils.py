@@ -14,7 +14,7 @@ import shutil
 import sys
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -612,6 +612,12 @@ def why_unwritable(path, folder=False):
     return None if os.access(parent, os.W_OK | os.X_OK) else f"cannot be created ({parent} is not writable)"
 
 
+def one_line(error):
+    """What went wrong, in a few words: an OSError's reason ('No space left on device'), else the first line of the
+    message (torch.save's RuntimeError for a failed write has several)."""
+    return (getattr(error, "strerror", None) or str(error) or type(error).__name__).splitlines()[0]
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -782,9 +788,9 @@ def end_epoch(t, train_result, test_result, lr, seconds, checkpoint=None):
                seconds=seconds)
     for key, value in row.items():
         t.history[key].append(value)
+    keep_run(t)  # first: the record has the epoch even if the checkpoint cannot be written
     if checkpoint:
         save_checkpoint(checkpoint, t)
-    keep_run(t)
 
 
 def fit(t, checkpoint=None, log_interval=None):
@@ -793,7 +799,8 @@ def fit(t, checkpoint=None, log_interval=None):
     Goes on from where `t.history` stops (a resumed checkpoint). The run is kept in runs/ (`runs.py`), its
     record rewritten after every epoch; with `checkpoint` (a path), everything needed to resume is saved there
     too. Ctrl-C stops training and returns the history
-    so far; a diverging loss raises TrainingDiverged, which carries the history.
+    so far; a diverging loss raises TrainingDiverged, a checkpoint that cannot be written (a full disk, say)
+    CheckpointError; both carry the history.
     """
     t.run_file = t.run_file or start_run(t)
     with stopping_cleanly(t, checkpoint):
@@ -835,8 +842,9 @@ def keep_run(t):
 
 @contextmanager
 def stopping_cleanly(t, checkpoint):
-    """Ctrl-C ends training quietly, keeping the history and the checkpoint; a diverging loss is re-raised
-    with both, and with what to do."""
+    """Ctrl-C ends training quietly, keeping the history and the checkpoint; a diverging loss, or a checkpoint
+    that cannot be written, is re-raised with the history, saying what to do or what the checkpoint holds."""
+    before = len(t.history["test_acc"])  # epochs done when this run started (or resumed)
     try:
         yield
     except KeyboardInterrupt:
@@ -849,18 +857,26 @@ def stopping_cleanly(t, checkpoint):
                                  f"(it was {t.optimizer.param_groups[0]['lr']:.3g}).{saved}")
         error.history = t.history
         raise error from None
+    except CheckpointError as e:  # written atomically: a failed write leaves the last checkpoint as it was
+        done = len(t.history["test_acc"])
+        kept = (f"no checkpoint is left at {checkpoint}" if not Path(checkpoint).is_file()
+                else f"{checkpoint} still holds epoch {done - 1}" if done - 1 > before
+                else f"{checkpoint} is as it was when the run started")
+        error = CheckpointError(f"{e}; {kept}")
+        error.history = t.history
+        raise error from None
 
 
 # ----------------------------------------------------------------------------- checkpoints
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used: unreadable, or for another model."""
+    """A checkpoint that cannot be used (unreadable, or for another model) or written (a full disk)."""
 
 
 def save_checkpoint(path, t):
-    """Write all that the trainer `t` needs to go on exactly where it stopped (atomically: a crash leaves
-    the old file), and what it was: model, seed, recipe, data."""
+    """Write all that the trainer `t` needs to go on exactly where it stopped (atomically: a crash, or a write
+    that fails with CheckpointError, leaves the old file), and what it was: model, seed, recipe, data."""
     state = {
         "model_name": type(t.model).__name__,
         "model": t.model.state_dict(),
@@ -874,10 +890,16 @@ def save_checkpoint(path, t):
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         "config": t.config,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
+    path, tmp = Path(path), Path(path).with_suffix(".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, tmp)
+        tmp.replace(path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write (a full disk) as a RuntimeError
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        reason = why_unwritable(path) or (one_line(e) if isinstance(e, OSError) else f"is the disk full? {one_line(e)}")
+        raise CheckpointError(f"could not write the checkpoint of epoch {state['epoch']} to {path}: {reason}") from None
 
 
 def read_checkpoint(path):

@@ -2,6 +2,8 @@
 
 import json
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,17 +82,26 @@ def test_help_lists_the_flags(run):
     assert "SGD learning rate (the peak one for 'onecycle')" in out  # help text from the Recipe's comments
 
 
-def interrupt_in_epoch(monkeypatch, epoch):
-    """Make Ctrl-C arrive during the given epoch (while it is being tested)."""
+def during_epoch(monkeypatch, epoch, action):
+    """Call `action()` during the given epoch (as it is being tested)."""
     real_test, calls = utils.test, []
 
     def test(*args, **kwargs):
         calls.append(1)
         if len(calls) == epoch:
-            raise KeyboardInterrupt
+            action()
         return real_test(*args, **kwargs)
 
     monkeypatch.setattr(utils, "test", test)
+
+
+def interrupt_in_epoch(monkeypatch, epoch):
+    """Make Ctrl-C arrive during the given epoch (as it is being tested)."""
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    during_epoch(monkeypatch, epoch, interrupt)
 
 
 @pytest.mark.parametrize("pipeline", ["fast", "classic"])
@@ -212,6 +223,58 @@ def test_diverging_loss_stops_and_keeps_history_and_checkpoint(run, train_args, 
     assert code == 1 and "became nan" in line and "lower the learning rate" in line and "epoch 1" in line
     assert len(json.loads((tmp_path / "out" / "history.json").read_text())["test_acc"]) == 1
     assert utils.read_checkpoint(tmp_path / "ck.pt")["epoch"] == 1
+
+
+def printed_history(out):
+    """The history that main.py printed on stdout, one line of JSON, where it could not write it to --out."""
+    (line,) = [line for line in out.splitlines() if line.startswith('{"train_loss"')]
+    return json.loads(line)
+
+
+def test_a_full_disk_stops_the_run_with_the_last_checkpoint_and_the_history(run, train_args, tmp_path, monkeypatch):
+    real_save, calls = torch.save, []
+
+    def full_at_epoch_2(obj, path, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            Path(path).write_bytes(b"the first bytes of a checkpoint")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")  # /dev/full's
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_at_epoch_2)
+    code, out, err = run(*train_args, "--epochs", 3)
+    line = one_error_line(err)
+    assert code == 1 and "could not write the checkpoint of epoch 2" in line and "still holds epoch 1" in line
+    assert f"the history is in {tmp_path / 'out' / 'history.json'}" in line and "Epoch 3/3" not in out
+    assert len(json.loads((tmp_path / "out" / "history.json").read_text())["test_acc"]) == 2
+    assert utils.read_checkpoint(tmp_path / "ck.pt")["epoch"] == 1 and not (tmp_path / "ck.tmp").exists()
+
+
+def test_folders_replaced_by_files_during_a_run_the_history_is_printed(run, train_args, tmp_path, monkeypatch):
+    def block(*names):
+        for name in names:
+            shutil.rmtree(tmp_path / name)
+            (tmp_path / name).write_text("in the way")
+
+    for name in ("checkpoints", "out"):
+        (tmp_path / name).mkdir()
+    checkpoint = tmp_path / "checkpoints" / "ck.pt"
+    with monkeypatch.context() as patch:  # the checkpoint and the history cannot be written: stopped, history printed
+        during_epoch(patch, 2, lambda: block("checkpoints", "out"))
+        code, out, err = run(*train_args, "--checkpoint", checkpoint, "--epochs", 3)
+    line = one_error_line(err)
+    assert code == 1 and "could not write the checkpoint of epoch 2" in line and "no checkpoint is left" in line
+    assert "the history is printed above" in line and len(printed_history(out)["test_acc"]) == 2
+
+    (tmp_path / "out").unlink()
+    (tmp_path / "out").mkdir()
+    with monkeypatch.context() as patch:  # trained to the end, but the plots cannot be written: the history printed
+        during_epoch(patch, 2, lambda: block("out"))
+        code, out, err = run(*train_args, "--epochs", 2)
+    line = one_error_line(err)
+    assert code == 1 and f"could not write to {tmp_path / 'out'}" in line and "the history is printed above" in line
+    assert f"the checkpoint of epoch 2 is {tmp_path / 'ck.pt'}" in line and len(printed_history(out)["test_acc"]) == 2
+    assert utils.read_checkpoint(tmp_path / "ck.pt")["epoch"] == 2
 
 
 def test_checkpoint_of_another_model(run, train_args, tmp_path):
