@@ -128,6 +128,24 @@ def parse_args(argv):
     return build_parser().parse_args(argv)
 
 
+# ----------------------------------------------------------------------------- output paths
+
+
+def require_writable(flag, path, folder=False):
+    """Checked before any work: a ValueError naming `flag` and what to do, unless `path` can be written as a folder
+    (`folder`) or as a file."""
+    problem = utils.why_unwritable(path, folder)
+    if problem:
+        wanted = "a folder that can be written (created if missing)" if folder else "a file in a writable folder"
+        raise ValueError(f"{flag} {path} {problem}: give {wanted}")
+
+
+def require_data_root(args):
+    """--data-root is written only to download or stage MNIST: a folder that is there may be read-only."""
+    if not Path(args.data_root).is_dir():
+        require_writable("--data-root", args.data_root, folder=True)
+
+
 # ----------------------------------------------------------------------------- train
 
 
@@ -156,6 +174,14 @@ def train(args):
         recipe = replace(recipe, epochs=1)
         data = replace(data, train_size=2 * recipe.batch_size, test_size=data.test_batch_size)
     checkpoint = Path(args.checkpoint or args.resume or ROOT / "checkpoints" / f"{model_name}.pt")
+    require_writable("--checkpoint", checkpoint)
+    if checkpoint.with_suffix(".tmp").is_dir():  # save_checkpoint writes there first, then renames
+        raise ValueError(f"--checkpoint {checkpoint}: its temporary file {checkpoint.with_suffix('.tmp')} is a "
+                         "folder: give another file name")
+    require_writable("--out", args.out, folder=True)
+    if args.save_model:
+        require_writable("--out", Path(args.out) / f"{model_name}_weights.pt")
+    require_data_root(args)
 
     t = utils.prepare(model_name, recipe, data, device, seed)
     if args.resume:
@@ -164,14 +190,15 @@ def train(args):
     print(f"{model_name} on {utils.device_name(device)}, {t.precision}, {recipe}")
     try:
         history = utils.fit(t, checkpoint, args.log_interval)
-    except utils.TrainingDiverged:
-        save_outputs(args.out, t, with_predictions=False)
-        raise
+    except (utils.TrainingDiverged, utils.CheckpointError) as e:
+        unsaved = save_outputs(args.out, t, with_predictions=False)
+        history_at = unsaved or f"the history is in {Path(args.out) / 'history.json'}"
+        raise type(e)(f"{str(e).rstrip('.')}; {history_at}") from None
 
-    save_outputs(args.out, t)
-    if args.save_model:
-        torch.save(t.evaluated_model.state_dict(), Path(args.out) / f"{model_name}_weights.pt")
+    unsaved = save_outputs(args.out, t, weights=f"{model_name}_weights.pt" if args.save_model else None)
     done = len(history["test_acc"])
+    if unsaved:
+        raise OutputError(f"{unsaved}; the checkpoint of epoch {done} is {checkpoint}" if done else unsaved)
     if done < recipe.epochs:
         print(f"Stopped after {done} of {recipe.epochs} epochs: go on with --resume {checkpoint}", file=sys.stderr)
         return 130
@@ -180,27 +207,45 @@ def train(args):
     return 0
 
 
-def save_outputs(out, t, with_predictions=True):
-    """history.json and the figures: the stats always, the digit grids if the model is worth asking."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "history.json").write_text(json.dumps(t.history, indent=1))
-    if not t.history["test_acc"]:
-        return
-    utils.plot_stats(t.history, save=out / "stats.png")
-    if with_predictions:
-        images, targets, preds = utils.predictions(t.evaluated_model, t.device, t.test_loader)
-        utils.plot_missed(images, targets, preds, save=out / "missed.png")
-        utils.plot_correct(images, targets, preds, save=out / "correct.png")
-        utils.plot_confusion(targets, preds, save=out / "confusion.png")
-    plt.close("all")
-    print(f"Wrote history.json and the plots to {out}")
+class OutputError(RuntimeError):
+    """The outputs of a run that trained could not be written; the message says where its results are."""
+
+
+def save_outputs(out, t, with_predictions=True, weights=None):
+    """history.json and the figures: the stats always, the digit grids if the model is worth asking; the bare
+    weights too, as the file `weights`, if given. Returns None, or, where `out` cannot be written (a full disk,
+    say), what went wrong: the history is then printed on stdout, so that it is not lost."""
+    out, epochs = Path(out), len(t.history["test_acc"])
+    predicted = utils.predictions(t.evaluated_model, t.device, t.test_loader) if with_predictions and epochs else None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "history.json").write_text(json.dumps(t.history, indent=1))
+        if epochs:
+            utils.plot_stats(t.history, save=out / "stats.png")
+        if predicted is not None:
+            images, targets, preds = predicted
+            utils.plot_missed(images, targets, preds, save=out / "missed.png")
+            utils.plot_correct(images, targets, preds, save=out / "correct.png")
+            utils.plot_confusion(targets, preds, save=out / "confusion.png")
+        if weights:
+            torch.save(t.evaluated_model.state_dict(), out / weights)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
+        print(json.dumps(t.history))
+        reason = utils.why_unwritable(out, folder=True) or utils.one_line(e)
+        return f"could not write to {out} ({reason}): the history is printed above"
+    finally:
+        plt.close("all")
+    if epochs:
+        print(f"Wrote history.json and the plots to {out}")
+    return None
 
 
 # ----------------------------------------------------------------------------- predict
 
 
 def predict(args):
+    if args.show:
+        require_writable("--out", args.out, folder=True)
     device = utils.get_device(args.device)
     state = utils.read_checkpoint(args.checkpoint)
     model = get_model(state["config"].get("model", "net")).to(device)
@@ -224,6 +269,8 @@ def predict(args):
 
 
 def lr_find(args):
+    require_writable("--out", args.out, folder=True)
+    require_data_root(args)
     model_name, seed, recipe, data = settings(args)
     t = utils.prepare(model_name, recipe, data, run_device(args), seed)
     result = lr_finder.lr_find(t, args.start, args.end, args.num)
@@ -240,6 +287,7 @@ def show_runs(args):
         kept = runs.list_runs()
         print(runs.runs_table(kept) if kept else f"no runs kept in {runs.get_runs_dir()} yet: train one")
         return 0
+    require_writable("--out", args.out)
     folder, chosen = runs.get_runs_dir(), []
     for name in args.plot:  # a file, a run's name, or a glob pattern in the runs folder
         paths = [Path(name)] if Path(name).is_file() else sorted(folder.glob(name if "*" in name else f"{name}*"))
@@ -259,7 +307,8 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (utils.MNISTDataError, utils.CheckpointError, utils.TrainingDiverged, utils.ImageError, ValueError) as e:
+    except (utils.MNISTDataError, utils.CheckpointError, utils.TrainingDiverged, utils.ImageError, OutputError,
+            ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 

@@ -12,8 +12,10 @@ import platform
 import random
 import re
 import shutil
+import sys
 import time
-from contextlib import contextmanager
+import warnings
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.optim as optim
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Subset, TensorDataset
 from torchvision import datasets, transforms
@@ -492,9 +494,14 @@ def load_digit(path):
     if path.stat().st_size == 0:
         raise ImageError(f"{path} is empty")
     try:
-        with Image.open(path) as image:
-            grey = grey_of(image)
-    except (UnidentifiedImageError, OSError) as e:
+        with warnings.catch_warnings():  # past MAX_IMAGE_PIXELS PIL only warns; no picture of a digit is that big
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                grey = grey_of(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{path} is too large to be one digit (over {Image.MAX_IMAGE_PIXELS:,} pixels): "
+                         "scale it down, to 1000 x 1000 pixels say") from None
+    except Exception as e:  # PIL fails in many ways on a damaged or unusual file; all mean the same here
         raise ImageError(f"{path} is not an image that can be read (PNG, JPG, ...): {e}") from None
     try:
         return to_mnist(grey)
@@ -618,6 +625,30 @@ def describe_recipe(recipe, base=None):
         was = getattr(base, f.name) if base is not None else value
         lines.append(f"  {f.name:<16}= {value!r}" + (f"   (recipe: {was!r})" if was != value else ""))
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- output paths
+
+
+def why_unwritable(path, folder=False):
+    """Why `path` cannot be written as a folder (`folder`) or as a file, or None if it can. Nothing is created:
+    a path not there yet needs a writable folder as its nearest existing parent. (As root, os.access says that
+    all can be written; a file in the way stops root too.)"""
+    path = Path(path)
+    if path.exists():
+        if path.is_dir() != folder:
+            return "is a folder, not a file" if path.is_dir() else "is a file, not a folder"
+        return None if os.access(path, os.W_OK) else "is not writable"
+    parent = next(p for p in path.parents if p.exists())
+    if not parent.is_dir():
+        return f"cannot be created ({parent} is a file)"
+    return None if os.access(parent, os.W_OK | os.X_OK) else f"cannot be created ({parent} is not writable)"
+
+
+def one_line(error):
+    """What went wrong, in a few words: an OSError's reason ('No space left on device'), else the first line of the
+    message (torch.save's RuntimeError for a failed write has several)."""
+    return (getattr(error, "strerror", None) or str(error) or type(error).__name__).splitlines()[0]
 
 
 # ----------------------------------------------------------------------------- training
@@ -790,9 +821,9 @@ def end_epoch(t, train_result, test_result, lr, seconds, checkpoint=None):
                seconds=seconds)
     for key, value in row.items():
         t.history[key].append(value)
+    keep_run(t)  # first: the record has the epoch even if the checkpoint cannot be written
     if checkpoint:
         save_checkpoint(checkpoint, t)
-    keep_run(t)
 
 
 def fit(t, checkpoint=None, log_interval=None):
@@ -801,7 +832,8 @@ def fit(t, checkpoint=None, log_interval=None):
     Goes on from where `t.history` stops (a resumed checkpoint). The run is kept in runs/ (`runs.py`), its
     record rewritten after every epoch; with `checkpoint` (a path), everything needed to resume is saved there
     too. Ctrl-C stops training and returns the history
-    so far; a diverging loss raises TrainingDiverged, which carries the history.
+    so far; a diverging loss raises TrainingDiverged, a checkpoint that cannot be written (a full disk, say)
+    CheckpointError; both carry the history.
     """
     t.run_file = t.run_file or start_run(t)
     with stopping_cleanly(t, checkpoint):
@@ -813,28 +845,39 @@ def fit(t, checkpoint=None, log_interval=None):
 
 
 def start_run(t):
-    """Open the record of the trainer's run in runs/, named after what differs from the closest named recipe."""
+    """Open the record of the trainer's run in runs/, named after what differs from the closest named recipe;
+    returns its path, or None (with a warning) where the runs folder cannot be written."""
     name, base = min(RECIPES.items(), key=lambda item: sum(a != b for a, b in zip(asdict(item[1]).values(),
                                                                                   asdict(t.recipe).values())))
     meta = {"recipe": asdict(t.recipe), "recipe_name": name, "model": t.model_name, "seed": t.seed,
             "params": sum(p.numel() for p in t.model.parameters()), "device": device_name(t.device),
             "precision": str(t.precision), "data": asdict(t.data)}
-    return runs.start_run(meta, asdict(base))
+    try:
+        return runs.start_run(meta, asdict(base))
+    except OSError as e:  # a record costs a warning, never the run
+        folder = runs.get_runs_dir()
+        problem = why_unwritable(folder, folder=True) or f"cannot be written ({e.strerror or e})"
+        print(f"warning: this run is not kept: the runs folder {folder} {problem}; "
+              "set RUNS_DIR to a folder that can be written to keep the next ones", file=sys.stderr)
+        return None
 
 
 def keep_run(t):
     """Rewrite the run's record with the history so far; a record that cannot be written costs a warning, not
     the run."""
+    if t.run_file is None:  # the runs folder could not be written: start_run said so
+        return
     try:
         runs.write_run(t.run_file, t.history, finished=len(t.history["test_acc"]) >= t.recipe.epochs)
     except (OSError, runs.RunFileError) as e:
-        print(f"warning: the run's record was not updated ({e})")
+        print(f"warning: the run's record was not updated ({e})", file=sys.stderr)
 
 
 @contextmanager
 def stopping_cleanly(t, checkpoint):
-    """Ctrl-C ends training quietly, keeping the history and the checkpoint; a diverging loss is re-raised
-    with both, and with what to do."""
+    """Ctrl-C ends training quietly, keeping the history and the checkpoint; a diverging loss, or a checkpoint
+    that cannot be written, is re-raised with the history, saying what to do or what the checkpoint holds."""
+    before = len(t.history["test_acc"])  # epochs done when this run started (or resumed)
     try:
         yield
     except KeyboardInterrupt:
@@ -847,18 +890,26 @@ def stopping_cleanly(t, checkpoint):
                                  f"(it was {t.optimizer.param_groups[0]['lr']:.3g}).{saved}")
         error.history = t.history
         raise error from None
+    except CheckpointError as e:  # written atomically: a failed write leaves the last checkpoint as it was
+        done = len(t.history["test_acc"])
+        kept = (f"no checkpoint is left at {checkpoint}" if not Path(checkpoint).is_file()
+                else f"{checkpoint} still holds epoch {done - 1}" if done - 1 > before
+                else f"{checkpoint} is as it was when the run started")
+        error = CheckpointError(f"{e}; {kept}")
+        error.history = t.history
+        raise error from None
 
 
 # ----------------------------------------------------------------------------- checkpoints
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used: unreadable, or for another model."""
+    """A checkpoint that cannot be used (unreadable, or for another model) or written (a full disk)."""
 
 
 def save_checkpoint(path, t):
-    """Write all that the trainer `t` needs to go on exactly where it stopped (atomically: a crash leaves
-    the old file), and what it was: model, seed, recipe, data."""
+    """Write all that the trainer `t` needs to go on exactly where it stopped (atomically: a crash, or a write
+    that fails with CheckpointError, leaves the old file), and what it was: model, seed, recipe, data."""
     state = {
         "model_name": type(t.model).__name__,
         "model": t.model.state_dict(),
@@ -872,10 +923,16 @@ def save_checkpoint(path, t):
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         "config": t.config,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
+    path, tmp = Path(path), Path(path).with_suffix(".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, tmp)
+        tmp.replace(path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write (a full disk) as a RuntimeError
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        reason = why_unwritable(path) or (one_line(e) if isinstance(e, OSError) else f"is the disk full? {one_line(e)}")
+        raise CheckpointError(f"could not write the checkpoint of epoch {state['epoch']} to {path}: {reason}") from None
 
 
 def read_checkpoint(path):

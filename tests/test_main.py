@@ -2,12 +2,15 @@
 
 import json
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, PngImagePlugin
 
 import main
+import runs
 import utils
 
 
@@ -79,17 +82,26 @@ def test_help_lists_the_flags(run):
     assert "SGD learning rate (the peak one for 'onecycle')" in out  # help text from the Recipe's comments
 
 
-def interrupt_in_epoch(monkeypatch, epoch):
-    """Make Ctrl-C arrive during the given epoch (while it is being tested)."""
+def during_epoch(monkeypatch, epoch, action):
+    """Call `action()` during the given epoch (as it is being tested)."""
     real_test, calls = utils.test, []
 
     def test(*args, **kwargs):
         calls.append(1)
         if len(calls) == epoch:
-            raise KeyboardInterrupt
+            action()
         return real_test(*args, **kwargs)
 
     monkeypatch.setattr(utils, "test", test)
+
+
+def interrupt_in_epoch(monkeypatch, epoch):
+    """Make Ctrl-C arrive during the given epoch (as it is being tested)."""
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    during_epoch(monkeypatch, epoch, interrupt)
 
 
 @pytest.mark.parametrize("pipeline", ["fast", "classic"])
@@ -213,6 +225,58 @@ def test_diverging_loss_stops_and_keeps_history_and_checkpoint(run, train_args, 
     assert utils.read_checkpoint(tmp_path / "ck.pt")["epoch"] == 1
 
 
+def printed_history(out):
+    """The history that main.py printed on stdout, one line of JSON, where it could not write it to --out."""
+    (line,) = [line for line in out.splitlines() if line.startswith('{"train_loss"')]
+    return json.loads(line)
+
+
+def test_a_full_disk_stops_the_run_with_the_last_checkpoint_and_the_history(run, train_args, tmp_path, monkeypatch):
+    real_save, calls = torch.save, []
+
+    def full_at_epoch_2(obj, path, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            Path(path).write_bytes(b"the first bytes of a checkpoint")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")  # /dev/full's
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_at_epoch_2)
+    code, out, err = run(*train_args, "--epochs", 3)
+    line = one_error_line(err)
+    assert code == 1 and "could not write the checkpoint of epoch 2" in line and "still holds epoch 1" in line
+    assert f"the history is in {tmp_path / 'out' / 'history.json'}" in line and "Epoch 3/3" not in out
+    assert len(json.loads((tmp_path / "out" / "history.json").read_text())["test_acc"]) == 2
+    assert utils.read_checkpoint(tmp_path / "ck.pt")["epoch"] == 1 and not (tmp_path / "ck.tmp").exists()
+
+
+def test_folders_replaced_by_files_during_a_run_the_history_is_printed(run, train_args, tmp_path, monkeypatch):
+    def block(*names):
+        for name in names:
+            shutil.rmtree(tmp_path / name)
+            (tmp_path / name).write_text("in the way")
+
+    for name in ("checkpoints", "out"):
+        (tmp_path / name).mkdir()
+    checkpoint = tmp_path / "checkpoints" / "ck.pt"
+    with monkeypatch.context() as patch:  # the checkpoint and the history cannot be written: stopped, history printed
+        during_epoch(patch, 2, lambda: block("checkpoints", "out"))
+        code, out, err = run(*train_args, "--checkpoint", checkpoint, "--epochs", 3)
+    line = one_error_line(err)
+    assert code == 1 and "could not write the checkpoint of epoch 2" in line and "no checkpoint is left" in line
+    assert "the history is printed above" in line and len(printed_history(out)["test_acc"]) == 2
+
+    (tmp_path / "out").unlink()
+    (tmp_path / "out").mkdir()
+    with monkeypatch.context() as patch:  # trained to the end, but the plots cannot be written: the history printed
+        during_epoch(patch, 2, lambda: block("out"))
+        code, out, err = run(*train_args, "--epochs", 2)
+    line = one_error_line(err)
+    assert code == 1 and f"could not write to {tmp_path / 'out'}" in line and "the history is printed above" in line
+    assert f"the checkpoint of epoch 2 is {tmp_path / 'ck.pt'}" in line and len(printed_history(out)["test_acc"]) == 2
+    assert utils.read_checkpoint(tmp_path / "ck.pt")["epoch"] == 2
+
+
 def test_checkpoint_of_another_model(run, train_args, tmp_path):
     assert run(*train_args, "--epochs", 1)[0] == 0
     code, _, err = run(*train_args, "--resume", tmp_path / "ck.pt", "--model", "final")
@@ -228,6 +292,46 @@ def test_corrupt_checkpoint(run, train_args, tmp_path, content):
     assert code == 1 and "is not a readable checkpoint" in one_error_line(err)
     code, _, err = run("predict", tmp_path / "x.png", "--checkpoint", path)
     assert code == 1
+
+
+@pytest.mark.parametrize("case, flag, problem", [
+    ("checkpoint is a folder", "--checkpoint", "is a folder, not a file"),
+    ("checkpoint under a file", "--checkpoint", "cannot be created"),
+    ("checkpoint.tmp a folder", "--checkpoint", "its temporary file"),
+    ("out is a file", "--out", "is a file, not a folder"), ("out under a file", "--out", "cannot be created"),
+    ("weights file a folder", "--out", "is a folder, not a file"),
+    ("data root a file", "--data-root", "is a file, not a folder"),
+    ("lr-find out", "--out", "is a file, not a folder"), ("predict out", "--out", "is a file, not a folder"),
+    ("runs out", "--out", "is a folder, not a file"),
+])
+def test_an_output_path_that_cannot_be_written_stops_before_any_work(run, train_args, tmp_path, request, case, flag,
+                                                                     problem):
+    notes, folder = tmp_path / "notes", tmp_path / "folder"
+    notes.write_text("mine")
+    (folder / "net_weights.pt").mkdir(parents=True)
+    args = {"checkpoint is a folder": [*train_args, "--checkpoint", folder],
+            "checkpoint under a file": [*train_args, "--checkpoint", notes / "ck.pt"],
+            "checkpoint.tmp a folder": train_args,  # tmp_path / "ck.pt" is written as ck.tmp, then renamed
+            "out is a file": [*train_args, "--out", notes],
+            "out under a file": [*train_args, "--out", notes / "plots"],
+            "weights file a folder": [*train_args, "--out", folder, "--save-model"],
+            "data root a file": [*train_args, "--data-root", notes],
+            "lr-find out": ["lr-find", *train_args[1:5], "--num", 5, "--out", notes],
+            "predict out": ["predict", "digit.png", "--checkpoint", tmp_path / "ck.pt", "--show", "--out", notes],
+            "runs out": ["runs", "--plot", "run.json", "--out", folder]}[case]
+    if case == "checkpoint.tmp a folder":
+        (tmp_path / "ck.tmp").mkdir()
+    if case == "predict out":
+        request.getfixturevalue("checkpoint")
+        draw_seven(tmp_path / "digit.png")
+        args[1] = tmp_path / "digit.png"
+    if case == "runs out":
+        args[2] = runs.start_run({"recipe": {}}, {}, tmp_path / "kept")
+    code, out, err = run(*args)
+    line = one_error_line(err)
+    assert code == 1 and line.startswith(f"error: {flag} ") and problem in line and ": give" in line
+    assert "Epoch" not in out and "lr_find:" not in out and "digit.png:" not in out  # no work was started
+    assert notes.read_text() == "mine" and not (tmp_path / "folder.tmp").exists()
 
 
 # ----------------------------------------------------------------------------- predict
@@ -255,8 +359,9 @@ def test_predict_prints_digit_and_probabilities_and_shows_the_view(run, checkpoi
     assert (tmp_path / "views" / "a_28x28.png").exists() and (tmp_path / "views" / "b_28x28.png").exists()
 
 
-@pytest.mark.parametrize("problem", ["missing", "empty", "not an image", "blank"])
-def test_predict_bad_files(run, checkpoint, tmp_path, problem):
+@pytest.mark.parametrize("problem", ["missing", "empty", "not an image", "blank", "text bomb", "bomb",
+                                     "over the limit"])
+def test_predict_bad_files(run, checkpoint, tmp_path, monkeypatch, problem):
     path = tmp_path / "digit.png"
     if problem == "empty":
         path.write_bytes(b"")
@@ -264,10 +369,18 @@ def test_predict_bad_files(run, checkpoint, tmp_path, problem):
         path.write_text("hello")
     elif problem == "blank":
         Image.new("L", (50, 50), 255).save(path)
+    elif problem == "text bomb":  # 2 KB of PNG whose comment inflates to 2 MB: PIL refuses it with a ValueError
+        info = PngImagePlugin.PngInfo()
+        info.add_text("comment", "x" * 2_000_000, zip=True)
+        Image.new("L", (50, 50), 255).save(path, pnginfo=info)
+    elif problem in ("bomb", "over the limit"):  # PIL refuses past 2 x MAX_IMAGE_PIXELS, and warns past it
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 180 * 240 // 3 if problem == "bomb" else 180 * 240 * 2 // 3)
+        draw_seven(path, mode="1")  # as a 15000 x 15000 1-bit PNG (a few KB) is with the real limit
     code, _, err = run("predict", path, "--checkpoint", checkpoint)
     expected = {"missing": "no such file", "empty": "is empty", "not an image": "is not an image",
-                "blank": "no digit in it"}[problem]
-    assert code == 1 and expected in one_error_line(err)
+                "blank": "no digit in it", "text bomb": "is not an image", "bomb": "is too large to be one digit",
+                "over the limit": "is too large to be one digit"}[problem]
+    assert code == 1 and expected in one_error_line(err) and str(path) in one_error_line(err)
 
 
 def test_load_digit_makes_mnist_like_input(tmp_path):
@@ -303,6 +416,18 @@ def test_every_training_run_is_kept_and_a_resumed_one_goes_on_in_its_record(run,
     assert list(runs_dir.glob("*.json")) == [path]  # the same record, now finished
     record = json.loads(path.read_text())
     assert record["finished"] is True and len(record["history"]["test_acc"]) == 2
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_a_runs_folder_that_cannot_be_written_costs_a_warning_not_the_run(run, train_args, tmp_path, monkeypatch,
+                                                                          where):
+    (tmp_path / "notes").write_text("mine")
+    monkeypatch.setenv("RUNS_DIR", str(tmp_path / "notes" if where == "a file" else tmp_path / "notes" / "runs"))
+    code, out, err = run(*train_args, "--epochs", 1)
+    assert code == 0 and "Final test accuracy" in out and (tmp_path / "ck.pt").exists(), err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "this run is not kept" in warnings[0] and "RUNS_DIR" in warnings[0]
+    assert "Traceback" not in err and (tmp_path / "notes").read_text() == "mine"
 
 
 def test_runs_lists_the_kept_runs_and_overlays_them(run, train_args, runs_dir, tmp_path):
