@@ -49,7 +49,7 @@ def test_report_writes_every_section(tmp_path, monkeypatch):
     assert "**3.00x**" in text and "| 2 | 99.50% |" in text and "50 s/epoch measured x 20 = **17 min**" in text
     assert "| `aten::convolution_backward` | 40 | 500 | 50.0% |" in text
     assert "| eager (what the recipe uses) | 1400 | 3.50x |" in text and "after 24 s of compiling" in text
-    assert "| fast recipe | `net` | 128 | 50.0 | 150 |" in text
+    assert "| fast recipe on AVX512-BF16 | `net` | 128 | 50.0 | 150 |" in text
     assert "1400 img/s is 314 GFLOP/s: **76% of this CPU's bfloat16 matmul peak**" in text
     # the targets: the ratio misses 3.5x, both fast runs reach 99.4% within 180 s, the GPU run is too slow
     assert "| 3.00x | **no** |" in text and "| 99.50% / 99.50% | yes |" in text and "| 151 s / 151 s | yes |" in text
@@ -62,14 +62,17 @@ def test_report_writes_every_section(tmp_path, monkeypatch):
     assert "Intel Xeon (AVX512-BF16), 16 cores, GPU NVIDIA H200" in gpu_section and "AMD EPYC" not in gpu_section
 
 
-def test_capped_sections_are_kept_apart_and_labelled(tmp_path, monkeypatch):
-    """`make bench-avx2` on an AVX512-BF16 CPU: its figures sit beside the CPU's own, never over them, and say so."""
+def test_sections_are_kept_per_kind_of_cpu_and_capped_ones_apart(tmp_path, monkeypatch):
+    """`make bench-avx2` on an AVX512-BF16 CPU, and a real AVX2 CPU: each one's figures sit beside the others,
+    never over them, and each heading says which kind of CPU they hold on."""
     monkeypatch.setattr(bench, "REPORT", tmp_path / "BENCHMARKS.md")
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     monkeypatch.setattr(utils, "cpu_isa", lambda capped=True: "AVX2" if capped else "AVX512-BF16")
     capped = {**MEASURED, "machine": bench.machine()}
     assert capped["machine"]["isa_cap"] == "AVX2" and capped["machine"]["cpu_isa"] == "AVX512-BF16"
-    assert bench.section_key("fast", utils.isa_cap()) == "fast@avx2" and bench.section_key("fast", None) == "fast"
+    laptop = {**MEASURED, "machine": {**MEASURED["machine"], "isa": "AVX2", "cpu_isa": "AVX2", "isa_cap": None}}
+    assert [bench.section_key("fast", m["machine"]) for m in (MEASURED, capped, laptop)] == [
+        "fast@avx512-bf16", "fast@avx2-capped", "fast@avx2"]
     throughput = {"batches": 30, "batch_size": 512, "classic_img_s": 400.0, "fast_img_s": 1200.0, "ratio": 3.0,
                   "fast_precision": "float32", "recipe_batch_size": 128, "recipe_batches": 120, "recipe_img_s": 700.0,
                   "compiled_img_s": 900.0, "compile_warmup_s": 24.0, "flops_per_image": 224e6,
@@ -77,15 +80,22 @@ def test_capped_sections_are_kept_apart_and_labelled(tmp_path, monkeypatch):
     classic_run = {**RUN, "recipe": {"epochs": 1, "pipeline": "classic", "batch_size": 512},
                    "precision": "torch.float32"}  # as older records have it
     bench.report(json.loads(json.dumps({
-        "fast@avx2": {"measured": capped, "runs": [{**RUN, "wall_seconds": 300.0}]},
-        "fast": {"measured": MEASURED, "runs": [RUN]},
-        "throughput@avx2": {"measured": capped, **throughput}, "throughput": {"measured": MEASURED, **throughput},
-        "classic": {"measured": MEASURED, "runs": [classic_run]}})))
+        "fast@avx2-capped": {"measured": capped, "runs": [{**RUN, "wall_seconds": 300.0}]},
+        "fast@avx512-bf16": {"measured": MEASURED, "runs": [RUN]},
+        "fast@avx2": {"measured": laptop, "runs": [{**RUN, "wall_seconds": 200.0}]},
+        "throughput@avx2-capped": {"measured": capped, **throughput},
+        "throughput@avx512-bf16": {"measured": MEASURED, **throughput},
+        "classic@avx512-bf16": {"measured": MEASURED, "runs": [classic_run]}})))
     text = (tmp_path / "BENCHMARKS.md").read_text()
-    assert text.index("## fast recipe\n") < text.index("## fast recipe (AVX2 kernels, capped)")
-    assert "| 151 s | yes |" in text and "(load + train + eval) (AVX2 kernels, capped) | 300 s | **no** |" in text
+    headings = ["## fast recipe on AVX2\n", "## fast recipe on AVX2 kernels (capped), AVX512-BF16 CPU\n",
+                "## fast recipe on AVX512-BF16\n"]
+    assert [text.index(h) for h in headings] == sorted(text.index(h) for h in headings)
+    assert "(load + train + eval) on AVX512-BF16 | 151 s | yes |" in text
+    assert "(load + train + eval) on AVX2 | 200 s | **no** |" in text
+    assert "(load + train + eval) on AVX2 kernels (capped), AVX512-BF16 CPU | 300 s | **no** |" in text
     assert "AMD EPYC (AVX512-BF16) computing as an AVX2 CPU (ONEDNN_MAX_CPU_ISA=AVX2" in text
-    capped_throughput = text[text.index("## Training throughput, S5 `Net` (AVX2 kernels, capped)"):]
+    start = text.index("## Training throughput, S5 `Net` on AVX2 kernels (capped)")
+    capped_throughput = text[start : text.index("\n## ", start + 1)]
     assert "matmul peak**" not in capped_throughput and "No share of the matmul peak under a cap" in capped_throughput
     assert text.count("of this CPU's float32 matmul peak**") == 1  # the uncapped section's
     assert "`net`, 1 epoch, classic pipeline, float32." in text
