@@ -9,8 +9,9 @@ one, so that its peak memory is its own.
     python -m bench.run --only throughput    # one section: throughput, fp32, profile, classic, fast, s7, gpu
     make bench-avx2                          # as an AVX2 laptop computes: oneDNN's and ATen's kernels capped
 
-A cap (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2, set before Python starts: torch reads them as it
-loads) keeps its sections apart, as `fast@avx2` beside `fast`, each labelled with the cap.
+Sections are kept per kind of CPU (`fast@avx512-bf16`, `fast@avx2`), and a cap (ONEDNN_MAX_CPU_ISA=AVX2
+ATEN_CPU_CAPABILITY=avx2, set before Python starts: torch reads them as it loads) keeps its own
+(`fast@avx2-capped`), so that figures of one kind never overwrite another's.
 """
 
 import argparse
@@ -204,7 +205,7 @@ def timed_run(model_name, recipe, seed, device_name, data, epochs=None):
             "device": device_name, "data": asdict(data)}
     out = ROOT / "bench" / f".child-{model_name}-{seed}.json"
     subprocess.run([sys.executable, "-m", "bench.run", "--child", json.dumps(spec), "--child-out", str(out)],
-                   cwd=ROOT, check=True)
+                   cwd=ROOT, check=True, env={**os.environ, "HEADLESS": "1"})  # a line per epoch, not a progress bar
     result = json.loads(out.read_text())
     out.unlink()
     return result
@@ -262,26 +263,34 @@ TARGETS = [
 ]
 
 
-def section_key(name, cap):
-    """Where a section's figures are kept: under its name, or `name@cap` when measured with oneDNN's instructions
-    capped (`fast@avx2`), so that capped figures never overwrite the CPU's own."""
-    return f"{name}@{cap.lower()}" if cap else name
+def cpu_class(machine_):
+    """The kind of CPU a section's figures hold on: 'avx512-bf16', 'avx2', or 'avx2-capped' for AVX2 kernels on a
+    wider CPU (a cap leaves MKL's matrix multiplies as they were, so it is close to an AVX2 CPU, not one)."""
+    return machine_.get("isa", "?").lower() + ("-capped" if machine_.get("isa_cap") else "")
+
+
+def section_key(name, machine_):
+    """Where a section's figures are kept: by name and kind of CPU (`fast@avx2`), so that a run on another kind
+    of CPU, or under a cap, never overwrites them; a later run on the same kind does."""
+    return f"{name}@{cpu_class(machine_)}"
 
 
 def keys_of(results, name):
-    """The keys of section `name` in `results`: the CPU's own figures first, then each capped variant."""
-    return sorted((key for key in results if key.partition("@")[0] == name), key=lambda key: ("@" in key, key))
+    """The keys of section `name` in `results`, one per kind of CPU it was measured on."""
+    return sorted(key for key in results if key.partition("@")[0] == name)
 
 
-def capped(section):
-    """' (AVX2 kernels, capped)' for a section measured under a cap, else ''."""
-    cap = section["measured"]["machine"].get("isa_cap")
-    return f" ({cap} kernels, capped)" if cap else ""
+def on_cpu(section):
+    """' on an AVX2 CPU', or ' on AVX2 kernels (capped), AVX512-BF16 CPU': which kind of CPU, for headings."""
+    machine_ = section["measured"]["machine"]
+    if machine_.get("isa_cap"):
+        return f" on {machine_['isa']} kernels (capped), {machine_.get('cpu_isa', '?')} CPU"
+    return f" on {machine_.get('isa', '?')}"
 
 
 def targets(results):
-    """(target, measured, met) rows for the targets whose sections were run, capped ones apart."""
-    return [(label + capped(results[key]), measured(results[key]), met(results[key]))
+    """(target, measured, met) rows for the targets whose sections were run, one per kind of CPU."""
+    return [(label + on_cpu(results[key]), measured(results[key]), met(results[key]))
             for name, label, measured, met in TARGETS for key in keys_of(results, name)]
 
 
@@ -397,9 +406,9 @@ RUN_SECTIONS = ("classic", "fast", "s7", "gpu")
 
 def report(results):
     lines = ["# Benchmarks", "", "Written by `make bench` (`python -m bench.run`); every figure below comes from the "
-             "run named above its table, and `bench/results.json` has them all. Sections marked *capped* were "
-             "measured with oneDNN's and ATen's kernels held to fewer instructions (`make bench-avx2`: those of an "
-             "AVX2 laptop) on the CPU named."]
+             "run named above its table, and `bench/results.json` has them all. Each section is kept per kind of "
+             "CPU (AVX512-BF16: native bf16; AVX2: most laptops, fp32); *capped* ones ran with oneDNN's and ATen's "
+             "kernels held to AVX2 (`make bench-avx2`) on a wider CPU."]
     rows = targets(results)
     if rows:
         lines += ["", "## Targets", "", *table(["target", "measured", "met"],
@@ -408,9 +417,9 @@ def report(results):
     for name, (title, lines_of) in SECTION_REPORTS.items():
         for key in keys_of(results, name):
             section = results[key]
-            lines += ["", f"## {title}{capped(section)}", "", measured_on(section), "", *lines_of(section)]
+            lines += ["", f"## {title}{on_cpu(section)}", "", measured_on(section), "", *lines_of(section)]
             if name in RUN_SECTIONS:
-                timed.append((title + capped(section), runs_of(section)))
+                timed.append((title + on_cpu(section), runs_of(section)))
     if timed:
         lines += ["", "## Time per epoch (train + test)", "",
                   *table(["run", "model", "batch", "s/epoch", "s/run"],
@@ -455,7 +464,7 @@ def main():
             continue
         measured = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command.strip(),
                     "machine": machine()}
-        results[section_key(name, utils.isa_cap())] = {"measured": measured, **SECTIONS[name](data)}
+        results[section_key(name, measured["machine"])] = {"measured": measured, **SECTIONS[name](data)}
         RESULTS.write_text(json.dumps(results, indent=1))  # after each section: a crash keeps what was measured
     report(results)
     print(f"wrote {REPORT.relative_to(ROOT)} and {RESULTS.relative_to(ROOT)}")
