@@ -4,7 +4,7 @@
     draw_digit(model, history, static=True, example=mnist_to_canvas(image))  # headless: a picture
 
 The pad is an anywidget: the browser only draws (mouse, pen or finger) and, at the end of each stroke,
-sends the canvas once as a PNG. Python turns it into the model's input with `utils.to_mnist`, the
+sends the canvas once as a PNG. Python turns it into the model's input with `digits.to_mnist`, the
 preprocessing `load_digit` uses for image files, runs the model, and sends back the prediction, the
 28x28 image the model saw and a saliency map, which the browser draws. No server but the kernel.
 """
@@ -18,8 +18,9 @@ import traitlets
 from PIL import Image, ImageDraw, ImageFilter
 from torchvision.transforms import functional as TF
 
+from digits import ImageError, grey_of, to_mnist
+from mnist import MEAN, STD
 from plots import finish
-from utils import MEAN, STD, ImageError, grey_of, to_mnist
 
 try:
     from anywidget import AnyWidget

@@ -46,7 +46,7 @@ def lr_schedule(start, end, num):
 
 
 def lr_find(t, start=1e-5, end=10.0, num=100, beta=0.98, diverge=4.0):
-    """Run the range test on the trainer `t` (see `utils.prepare`); returns an `LRFinderResult`.
+    """Run the range test on the trainer `t` (see `training.prepare`); returns an `LRFinderResult`.
 
     The rate of every param group goes from `start` to `end` over `num` batches of the training loader (cycled if
     it is shorter), with the trainer's precision and loss. The loss is smoothed by an EMA (`beta`) with bias
@@ -73,7 +73,7 @@ def lr_find(t, start=1e-5, end=10.0, num=100, beta=0.98, diverge=4.0):
             raw = loss.item()
             if not math.isfinite(raw):
                 break
-            t.scaler.scale(loss).backward()  # as utils.train: fp16 needs its loss scaled
+            t.scaler.scale(loss).backward()  # as training.train: fp16 needs its loss scaled
             t.scaler.step(t.optimizer)
             t.scaler.update()
             avg = beta * avg + (1 - beta) * raw

@@ -1,6 +1,6 @@
 """The figures: digits, training curves, predictions, the confusion matrix. Each returns its figure (and saves
 it as a PNG when asked); every tensor goes through .cpu() before it meets numpy or matplotlib, since the plots
-get CUDA and MPS tensors too. `utils` re-exports all of it, so the notebooks import from one place."""
+get CUDA and MPS tensors too. `utils` re-exports what the notebooks use, so that they import from one place."""
 
 from pathlib import Path
 

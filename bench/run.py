@@ -30,8 +30,11 @@ from unittest import mock
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import utils
+from devices import FP32, choose_precision, cpu_has_fast_bf16, cpu_isa, get_device, isa_cap
+from mnist import Data, classic_loaders, fast_loaders
 from model import Net
+from recipes import RECIPES, Recipe
+from training import fit, get_loss, get_optimizer, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.json"
@@ -58,9 +61,9 @@ def machine():
     cpuinfo = Path("/proc/cpuinfo")
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if cpuinfo.exists() else platform.processor()
-    return {"cpu": cpu, "cores": torch.get_num_threads(), "cpu_isa": utils.cpu_isa(capped=False),
-            "isa": utils.cpu_isa(), "isa_cap": utils.isa_cap(),
-            "aten_capability": torch.backends.cpu.get_cpu_capability(), "bf16_native": utils.cpu_has_fast_bf16(),
+    return {"cpu": cpu, "cores": torch.get_num_threads(), "cpu_isa": cpu_isa(capped=False), "isa": cpu_isa(),
+            "isa_cap": isa_cap(), "aten_capability": torch.backends.cpu.get_cpu_capability(),
+            "bf16_native": cpu_has_fast_bf16(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "torch": torch.__version__, "python": platform.python_version(), "os": platform.platform()}
 
@@ -68,7 +71,7 @@ def machine():
 def matmul_gflops(dtype, seconds=1.0):
     """This CPU's speed at multiplying matrices in `dtype`, GFLOP/s: the ceiling of convolutions, which oneDNN
     runs as matrix multiplies. Smaller matrices where bf16 is emulated (~1000x slower): a bound, not a wait."""
-    n = 1024 if dtype == torch.float32 or utils.cpu_has_fast_bf16() else 256
+    n = 1024 if dtype == torch.float32 or cpu_has_fast_bf16() else 256
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b  # warm-up
     count, start = 0, time.perf_counter()
@@ -82,13 +85,13 @@ def train_flops_per_image(model, batch=32):
     """FLOPs of one training step (forward and backward) per image, as torch's FlopCounterMode counts them."""
     x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
     with FlopCounterMode(display=False) as counter:
-        utils.get_loss()(model(x), y).backward()
+        get_loss()(model(x), y).backward()
     return counter.get_total_flops() / batch
 
 
 def train_steps_per_second(loader, model, device, precision, batches):
     """Images per second of plain training steps drawn from `loader` (data loading included)."""
-    optimizer, criterion = utils.get_optimizer(model, utils.Recipe()), utils.get_loss()
+    optimizer, criterion = get_optimizer(model, Recipe()), get_loss()
     model.train()
     it = iter(loader)
     for i in range(WARMUP_BATCHES + batches):
@@ -132,19 +135,19 @@ def sync(device):
 def throughput(data):
     """Classic vs fast pipeline, back to back, over the same number of batches of 512; then the fast pipeline
     at the fast recipe's batch size, eager and with torch.compile (compile time apart), over as many images."""
-    precision = utils.choose_precision(CPU)
+    precision = choose_precision(CPU)
     torch.manual_seed(0)
-    classic, _ = utils.classic_loaders(replace(utils.RECIPES["classic"], batch_size=512), data, 0, CPU)
-    classic_ips = train_steps_per_second(classic, Net(), CPU, utils.FP32, THROUGHPUT_BATCHES)
+    classic, _ = classic_loaders(replace(RECIPES["classic"], batch_size=512), data, 0, CPU)
+    classic_ips = train_steps_per_second(classic, Net(), CPU, FP32, THROUGHPUT_BATCHES)
     print(f"classic pipeline: {classic_ips:.0f} img/s", flush=True)
     torch.manual_seed(0)
-    fast, _ = utils.fast_loaders(utils.Recipe(batch_size=512), data, 0, CPU)
+    fast, _ = fast_loaders(Recipe(batch_size=512), data, 0, CPU)
     fast_ips = train_steps_per_second(fast, channels_last_net(), CPU, precision, THROUGHPUT_BATCHES)
     print(f"fast pipeline: {fast_ips:.0f} img/s ({fast_ips / classic_ips:.2f}x)", flush=True)
 
-    batch_size = utils.RECIPES["fast"].batch_size
+    batch_size = RECIPES["fast"].batch_size
     batches = THROUGHPUT_BATCHES * 512 // batch_size
-    recipe_loader, _ = utils.fast_loaders(utils.Recipe(batch_size=batch_size), data, 0, CPU)
+    recipe_loader, _ = fast_loaders(Recipe(batch_size=batch_size), data, 0, CPU)
     recipe_ips = train_steps_per_second(recipe_loader, channels_last_net(), CPU, precision, batches)
     print(f"fast pipeline, batch {batch_size}: {recipe_ips:.0f} img/s", flush=True)
     with tempfile.TemporaryDirectory() as cache, mock.patch.dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache):
@@ -169,10 +172,10 @@ def fp32_layouts(data, batch_sizes=(64, 128, 256, 512), images=FP32_IMAGES):
     rows = []
     for batch_size in batch_sizes:
         torch.manual_seed(0)
-        loader, _ = utils.fast_loaders(utils.Recipe(batch_size=batch_size), data, 0, CPU)
+        loader, _ = fast_loaders(Recipe(batch_size=batch_size), data, 0, CPU)
         for layout, memory_format in (("channels_last", torch.channels_last), ("contiguous", torch.contiguous_format)):
             model = Net().to(memory_format=memory_format)
-            ips = train_steps_per_second(loader, model, CPU, utils.FP32, images // batch_size)
+            ips = train_steps_per_second(loader, model, CPU, FP32, images // batch_size)
             print(f"float32, batch {batch_size}, {layout}: {ips:.0f} img/s", flush=True)
             rows.append({"batch_size": batch_size, "layout": layout, "img_s": ips})
     return {"images": images, "rows": rows}
@@ -190,9 +193,9 @@ def profile_ops(loader, device, precision, batches=PROFILE_BATCHES, top=12):
 
 def profile(data):
     """Where a fast-pipeline training step of the S5 Net spends its time, with the fast recipe's batches."""
-    recipe, precision = utils.RECIPES["fast"], utils.choose_precision(CPU)
+    recipe, precision = RECIPES["fast"], choose_precision(CPU)
     torch.manual_seed(0)
-    loader, _ = utils.fast_loaders(recipe, data, 0, CPU)
+    loader, _ = fast_loaders(recipe, data, 0, CPU)
     ips = train_steps_per_second(loader, channels_last_net(), CPU, precision, PROFILE_BATCHES)  # unprofiled
     return {"batch_size": recipe.batch_size, "batches": PROFILE_BATCHES, "img_s": ips,
             "ops": profile_ops(loader, CPU, precision)}
@@ -213,11 +216,11 @@ def timed_run(model_name, recipe, seed, device_name, data, epochs=None):
 def child(spec, out):
     """The body of `timed_run`, in the child process: data load + training + evaluation, timed."""
     start = time.perf_counter()
-    device = utils.get_device(spec["device"])
-    t = utils.prepare(spec["model"], utils.Recipe(**spec["recipe"]), utils.Data(**spec["data"]), device, spec["seed"])
+    device = get_device(spec["device"])
+    t = prepare(spec["model"], Recipe(**spec["recipe"]), Data(**spec["data"]), device, spec["seed"])
     sync(device)
     loaded = time.perf_counter()
-    history = utils.fit(t)
+    history = fit(t)
     sync(device)
     end = time.perf_counter()
     peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
@@ -230,7 +233,7 @@ def child(spec, out):
 
 def classic_epoch(data):
     """One epoch (train + test) of the classic pipeline and recipe; 20 epochs = 20 x this."""
-    return [timed_run("net", utils.RECIPES["classic"], 1, "cpu", data, epochs=1)]
+    return [timed_run("net", RECIPES["classic"], 1, "cpu", data, epochs=1)]
 
 
 # ----------------------------------------------------------------------------- report
@@ -428,9 +431,9 @@ SECTIONS = {
     "fp32": fp32_layouts,
     "profile": profile,
     "classic": lambda data: {"runs": classic_epoch(data)},
-    "fast": lambda data: {"runs": [timed_run("net", utils.RECIPES["fast"], s, "cpu", data) for s in SEEDS]},
-    "s7": lambda data: {"runs": [timed_run("final", utils.RECIPES["s7"], s, "cpu", data) for s in SEEDS]},
-    "gpu": lambda data: {"runs": [timed_run("net", utils.RECIPES["fast"], s, "cuda", data) for s in SEEDS]},
+    "fast": lambda data: {"runs": [timed_run("net", RECIPES["fast"], s, "cpu", data) for s in SEEDS]},
+    "s7": lambda data: {"runs": [timed_run("final", RECIPES["s7"], s, "cpu", data) for s in SEEDS]},
+    "gpu": lambda data: {"runs": [timed_run("net", RECIPES["fast"], s, "cuda", data) for s in SEEDS]},
 }
 
 
@@ -448,14 +451,14 @@ def main():
     everything = args.only == parser.get_default("only")
     caps = " ".join(f"{name}={os.environ[name]}" for name in CAP_VARIABLES if os.environ.get(name))
     command = "make bench" if everything and not caps else " ".join([caps, "python -m bench.run", *sys.argv[1:]])
-    data = utils.Data(mnist_dir=args.data_dir)
+    data = Data(mnist_dir=args.data_dir)
     for name in args.only.split(","):
         if name == "gpu" and not torch.cuda.is_available():
             print("gpu: no CUDA GPU here, section skipped")
             continue
         measured = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command.strip(),
                     "machine": machine()}
-        results[section_key(name, utils.isa_cap())] = {"measured": measured, **SECTIONS[name](data)}
+        results[section_key(name, isa_cap())] = {"measured": measured, **SECTIONS[name](data)}
         RESULTS.write_text(json.dumps(results, indent=1))  # after each section: a crash keeps what was measured
     report(results)
     print(f"wrote {REPORT.relative_to(ROOT)} and {RESULTS.relative_to(ROOT)}")

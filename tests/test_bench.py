@@ -8,14 +8,14 @@ from pathlib import Path
 import torch
 
 import bench.run as bench
-import utils
+import devices
+from mnist import TensorLoader
 from model import Net
-from utils import TensorLoader
 
 
 def test_throughput_counts_only_the_timed_batches():
     images, labels = torch.randn(20 * 8, 1, 28, 28), torch.randint(0, 10, (20 * 8,))
-    ips = bench.train_steps_per_second(TensorLoader(images, labels, 8), Net(), torch.device("cpu"), utils.FP32, 5)
+    ips = bench.train_steps_per_second(TensorLoader(images, labels, 8), Net(), torch.device("cpu"), devices.FP32, 5)
     assert 0 < ips < 1e6
 
 
@@ -66,10 +66,10 @@ def test_capped_sections_are_kept_apart_and_labelled(tmp_path, monkeypatch):
     """`make bench-avx2` on an AVX512-BF16 CPU: its figures sit beside the CPU's own, never over them, and say so."""
     monkeypatch.setattr(bench, "REPORT", tmp_path / "BENCHMARKS.md")
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
-    monkeypatch.setattr(utils, "cpu_isa", lambda capped=True: "AVX2" if capped else "AVX512-BF16")
+    monkeypatch.setattr(bench, "cpu_isa", lambda capped=True: "AVX2" if capped else "AVX512-BF16")
     capped = {**MEASURED, "machine": bench.machine()}
     assert capped["machine"]["isa_cap"] == "AVX2" and capped["machine"]["cpu_isa"] == "AVX512-BF16"
-    assert bench.section_key("fast", utils.isa_cap()) == "fast@avx2" and bench.section_key("fast", None) == "fast"
+    assert bench.section_key("fast", devices.isa_cap()) == "fast@avx2" and bench.section_key("fast", None) == "fast"
     throughput = {"batches": 30, "batch_size": 512, "classic_img_s": 400.0, "fast_img_s": 1200.0, "ratio": 3.0,
                   "fast_precision": "float32", "recipe_batch_size": 128, "recipe_batches": 120, "recipe_img_s": 700.0,
                   "compiled_img_s": 900.0, "compile_warmup_s": 24.0, "flops_per_image": 224e6,
@@ -118,7 +118,7 @@ def test_markdown_table():
 
 def test_profile_names_the_costliest_operators():
     images, labels = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
-    ops = bench.profile_ops(TensorLoader(images, labels, 16), torch.device("cpu"), utils.FP32, batches=2, top=5)
+    ops = bench.profile_ops(TensorLoader(images, labels, 16), torch.device("cpu"), devices.FP32, batches=2, top=5)
     assert 0 < len(ops) <= 5 and all(0 < o["share"] <= 1 for o in ops)
     assert any("conv" in o["op"] for o in ops)
 
@@ -134,14 +134,14 @@ def test_peak_memory_is_this_process_not_its_parent():
 
 def test_fp32_layouts_measures_each_batch_size_in_both_layouts(monkeypatch):
     images, labels = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
-    monkeypatch.setattr(utils, "fast_loaders", lambda recipe, *args: (TensorLoader(images, labels, recipe.batch_size,
+    monkeypatch.setattr(bench, "fast_loaders", lambda recipe, *args: (TensorLoader(images, labels, recipe.batch_size,
                                                                                    shuffle=True, seed=0), None))
     seen = []
-    monkeypatch.setattr(bench, "train_steps_per_second", lambda loader, model, device, precision, batches: seen.append(
-        (loader.batch_size, model.conv2.weight.is_contiguous(memory_format=torch.channels_last), precision,
-         batches)) or 100.0)
+    monkeypatch.setattr(bench, "train_steps_per_second", lambda loader, model, device, precision, batches:
+                        seen.append((loader.batch_size, model.conv2.weight.is_contiguous(
+                            memory_format=torch.channels_last), precision, batches)) or 100.0)
     result = bench.fp32_layouts(None, batch_sizes=(8, 16), images=64)
-    assert seen == [(8, True, utils.FP32, 8), (8, False, utils.FP32, 8), (16, True, utils.FP32, 4),
-                    (16, False, utils.FP32, 4)]
+    assert seen == [(8, True, devices.FP32, 8), (8, False, devices.FP32, 8), (16, True, devices.FP32, 4),
+                    (16, False, devices.FP32, 4)]
     assert [(r["batch_size"], r["layout"]) for r in result["rows"]] == [(8, "channels_last"), (8, "contiguous"),
                                                                         (16, "channels_last"), (16, "contiguous")]

@@ -7,16 +7,19 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import utils
+import training
 from conftest import make_digits
+from devices import FP32
 from lr_finder import LRFinderResult, lr_find, lr_schedule, plot_lr_find, steep, suggest, valley
-from utils import FP32, MEAN, STD, Recipe, TensorLoader, get_loss, get_optimizer, get_scheduler
+from mnist import MEAN, STD, TensorLoader
+from recipes import Recipe
+from training import get_loss, get_optimizer, get_scheduler
 
 CPU = torch.device("cpu")
 
 
 def trainer(model, loader, optimizer, criterion, scheduler=None):
-    """What `lr_find` and `utils.train` use of a `utils.Trainer`, around any model and loader."""
+    """What `lr_find` and `training.train` use of a `training.Trainer`, around any model and loader."""
     return SimpleNamespace(model=model, train_loader=loader, optimizer=optimizer, criterion=criterion,
                            scheduler=scheduler, device=CPU, precision=FP32,
                            scaler=torch.amp.GradScaler("cpu", enabled=False), ema=None)
@@ -109,7 +112,7 @@ def test_model_optimizer_and_modes_are_put_back_with_a_scheduler_attached():
     optimizer = get_optimizer(model, recipe)
     scheduler = get_scheduler(optimizer, recipe, steps_per_epoch=len(loader))
     t = trainer(model, loader, optimizer, criterion, scheduler)
-    utils.train(t)  # momentum buffers, BN stats, a scheduled lr
+    training.train(t)  # momentum buffers, BN stats, a scheduled lr
     model.eval()
     model[4].train()  # one module in another mode than the rest: each module's mode is put back
     weights = {k: v.clone() for k, v in model.state_dict().items()}
@@ -136,7 +139,7 @@ def test_training_after_lr_find_is_bit_identical_to_training_without(make_loader
         t = trainer(model, loader, optimizer, criterion, get_scheduler(optimizer, recipe, len(loader)))
         if find_first:
             lr_find(t, num=8)  # > one pass: reshuffles, draws dropout
-        losses = [utils.train(t) for _ in range(2)]
+        losses = [training.train(t) for _ in range(2)]
         return losses, model.state_dict(), torch.get_rng_state()
 
     (losses, weights, rng), (losses_after, weights_after, rng_after) = run(False), run(True)
