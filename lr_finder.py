@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from plots import finish
+from training import TrainingDiverged, train_step
 
 SKIP_START, SKIP_END = 0.1, 5  # suggestions ignore the first 10% (EMA still settling) and the last 5 points (blow-up)
 
@@ -67,15 +68,11 @@ def lr_find(t, start=1e-5, end=10.0, num=100, beta=0.98, diverge=4.0):
             x, y = x.to(t.device, non_blocking=True), y.to(t.device, non_blocking=True)
             for group in t.optimizer.param_groups:
                 group["lr"] = lr
-            t.optimizer.zero_grad(set_to_none=True)
-            with t.precision.autocast(t.device):
-                loss = t.criterion(t.model(x), y)
-            raw = loss.item()
-            if not math.isfinite(raw):
+            try:
+                _, loss = train_step(t, x, y)  # the step that training takes
+            except TrainingDiverged:  # a NaN or infinite loss: not recorded
                 break
-            t.scaler.scale(loss).backward()  # as training.train: fp16 needs its loss scaled
-            t.scaler.step(t.optimizer)
-            t.scaler.update()
+            raw = loss.item()
             avg = beta * avg + (1 - beta) * raw
             smoothed = avg / (1 - beta**step)  # bias correction: the EMA starts at 0, not at the first loss
             lrs.append(lr)

@@ -1,5 +1,6 @@
 """Training: `prepare` builds a run (`Trainer`) from a model name, a `Recipe`, a `Data` and a device; `fit` trains it
-epoch by epoch (`train`, `test`), keeping its history, its checkpoint and its record in runs/."""
+epoch by epoch (`train`, `test`), keeping its history, its checkpoint and its record in runs/. `train_step` is the
+one training step: the training loop, the lr range test and the benchmark all take it."""
 
 import sys
 import time
@@ -124,6 +125,23 @@ class TrainingDiverged(RuntimeError):
 PER_BATCH_SCHEDULERS = (optim.lr_scheduler.OneCycleLR, optim.lr_scheduler.CyclicLR)
 
 
+def train_step(t, x, y):
+    """One step of SGD of the trainer `t` on the batch (x, y), already on its device: the forward pass in its
+    precision, the loss, the backward pass (the loss scaled for fp16), the optimizer's step. Returns (output, loss).
+    A NaN or infinite loss raises TrainingDiverged before it touches the weights. `t` may be anything with a
+    trainer's model, optimizer, criterion, scaler, precision and device (the benchmark's bare step)."""
+    t.optimizer.zero_grad(set_to_none=True)
+    with t.precision.autocast(t.device):
+        output = t.model(x)
+        loss = t.criterion(output, y)
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(f"the training loss became {loss.item()}")
+    t.scaler.scale(loss).backward()  # with fp16, scaled so that small gradients survive; else as it is
+    t.scaler.step(t.optimizer)
+    t.scaler.update()
+    return output, loss
+
+
 def train(t, desc="train", log_interval=None):
     """One epoch of training of the trainer `t`; returns (mean loss, accuracy %) over the epoch.
 
@@ -136,15 +154,10 @@ def train(t, desc="train", log_interval=None):
     pbar = tqdm(t.train_loader, desc=desc, disable=log_interval is not None or headless())
     for batch, (x, y) in enumerate(pbar, start=1):
         x, y = x.to(t.device, non_blocking=True), y.to(t.device, non_blocking=True)
-        t.optimizer.zero_grad(set_to_none=True)
-        with t.precision.autocast(t.device):
-            output = t.model(x)
-            loss = t.criterion(output, y)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"the training loss became {loss.item()} (batch {batch})")
-        t.scaler.scale(loss).backward()  # with fp16, scaled so that small gradients survive; else as it is
-        t.scaler.step(t.optimizer)
-        t.scaler.update()
+        try:
+            output, loss = train_step(t, x, y)
+        except TrainingDiverged as e:
+            raise TrainingDiverged(f"{e} (batch {batch})") from None
         if t.ema is not None:
             t.ema.update_parameters(t.model)
         if per_batch:

@@ -8,7 +8,7 @@ Each name lives in a module named by what it holds; this module only re-exports 
     mnist        Data, MNIST (downloaded or a local folder), transforms, the classic and fast loaders
     digits       your own digit images made MNIST-like
     recipes      Recipe, RECIPES, make_recipe
-    training     prepare -> Trainer, train, test, fit, predictions, results_row
+    training     prepare -> Trainer, train_step, train, test, fit, predictions, results_row
     checkpoints  save, resume, load weights for predictions
     plots, runs, lr_finder   the figures, the kept runs, the learning-rate range test
 """

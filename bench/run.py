@@ -25,6 +25,7 @@ import time
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from unittest import mock
 
 import torch
@@ -34,7 +35,7 @@ from devices import FP32, choose_precision, cpu_has_fast_bf16, cpu_isa, get_devi
 from mnist import Data, classic_loaders, fast_loaders
 from model import Net
 from recipes import RECIPES, Recipe
-from training import fit, get_loss, get_optimizer, prepare
+from training import fit, get_loss, get_optimizer, prepare, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.json"
@@ -89,9 +90,17 @@ def train_flops_per_image(model, batch=32):
     return counter.get_total_flops() / batch
 
 
+def bare_trainer(model, device, precision):
+    """What `train_step` takes, around `model` alone: the default recipe's SGD, the plain loss, a grad scaler
+    (on for fp16 only, as in training). No data, no schedule, no weight average: the step and nothing else."""
+    return SimpleNamespace(model=model, device=device, precision=precision, optimizer=get_optimizer(model, Recipe()),
+                           criterion=get_loss(), scaler=torch.amp.GradScaler(device.type, enabled=precision.scaled))
+
+
 def train_steps_per_second(loader, model, device, precision, batches):
-    """Images per second of plain training steps drawn from `loader` (data loading included)."""
-    optimizer, criterion = get_optimizer(model, Recipe()), get_loss()
+    """Images per second of training steps (`train_step`, as training takes them) on `batches` batches drawn from
+    `loader` after WARMUP_BATCHES untimed ones, data loading included."""
+    t = bare_trainer(model, device, precision)
     model.train()
     it = iter(loader)
     for i in range(WARMUP_BATCHES + batches):
@@ -99,12 +108,7 @@ def train_steps_per_second(loader, model, device, precision, batches):
             sync(device)
             start, images = time.perf_counter(), 0
         x, y = next(it)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        with precision.autocast(device):
-            loss = criterion(model(x), y)
-        loss.backward()
-        optimizer.step()
+        train_step(t, x.to(device, non_blocking=True), y.to(device, non_blocking=True))
         if i >= WARMUP_BATCHES:
             images += len(y)
     sync(device)

@@ -19,6 +19,16 @@ def test_throughput_counts_only_the_timed_batches():
     assert 0 < ips < 1e6
 
 
+def test_the_timed_step_is_the_training_step(monkeypatch):
+    """The benchmark times `training.train_step`, with the grad scaler that fp16 training uses."""
+    taken = []
+    monkeypatch.setattr(bench, "train_step", lambda t, x, y: taken.append((t.scaler.is_enabled(), len(y))))
+    loader = TensorLoader(torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,)), 8)
+    fp16 = devices.choose_precision(torch.device("cpu"), "float16")
+    bench.train_steps_per_second(loader, Net(), torch.device("cpu"), fp16, 2)
+    assert taken == [(True, 8)] * (bench.WARMUP_BATCHES + 2)
+
+
 MEASURED = {"date": "2026-11-23 10:00 UTC", "command": "make bench",
             "machine": {"cpu": "AMD EPYC", "cores": 2, "isa": "AVX512-BF16", "gpu": None, "torch": "2.14.1"}}
 RUN = {"model": "net", "recipe": {"epochs": 3, "pipeline": "fast", "batch_size": 128}, "precision": "bfloat16 (..)",
