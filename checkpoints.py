@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from devices import capture_rng, restore_rng
 from files import one_line, why_unwritable
 from mnist import Data
 from recipes import Recipe
@@ -29,8 +30,7 @@ def save_checkpoint(path, t):
         "scaler": t.scaler.state_dict(),
         "epoch": len(t.history["test_acc"]),
         "history": t.history,
-        "rng": {"torch": torch.get_rng_state(), "loader": t.train_loader.generator.get_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "rng": capture_rng(t.train_loader.generator),
         "config": t.config,
     }
     path, tmp = Path(path), Path(path).with_suffix(".tmp")
@@ -101,10 +101,7 @@ def load_checkpoint(path, t):
         t.scheduler.load_state_dict(state["scheduler"])
     if state.get("scaler"):
         t.scaler.load_state_dict(state["scaler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    if state["rng"]["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    t.train_loader.generator.set_state(state["rng"]["loader"])
+    restore_rng(state["rng"], t.train_loader.generator)
     t.history = state["history"]
     run_file = state["config"].get("run_file")
     t.run_file = Path(run_file) if run_file and Path(run_file).is_file() else None  # go on in the same record

@@ -1,5 +1,6 @@
 """The device and what depends on it: the pick, the precision, the memory layout, where generators live, the CPU
-probe (its instructions, within the cap set on oneDNN). Knows no data and no model."""
+probe (its instructions, within the cap set on oneDNN), and the random generators' state. Knows no data
+and no model."""
 
 import os
 import platform
@@ -151,3 +152,18 @@ def device_name(device):
         return f"cpu ({torch.get_num_threads()} threads)"
     return device.type
 
+
+def capture_rng(generator=None):
+    """The state of torch's generators (the CPU's, every GPU's) and of `generator` (a loader's), for `restore_rng`:
+    what is drawn after restoring is what would have been drawn without whatever ran in between."""
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "loader": generator.get_state() if generator is not None else None}
+
+
+def restore_rng(state, generator=None):
+    """Put back the generators' state that `capture_rng` took (a loader's into `generator`, if both have one)."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if generator is not None and state["loader"] is not None:
+        generator.set_state(state["loader"])

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
-import torch
 
+from devices import capture_rng, restore_rng
 from plots import finish
 from training import TrainingDiverged, train_step
 
@@ -106,9 +106,7 @@ def snapshot(t):
         "optimizer": copy.deepcopy(t.optimizer.state_dict()),
         "scaler": copy.deepcopy(t.scaler.state_dict()),
         "modes": [(module, module.training) for module in t.model.modules()],
-        "rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "loader_rng": generator.get_state() if generator is not None else None,
+        "rng": capture_rng(generator),
     }
 
 
@@ -120,11 +118,7 @@ def restore(t, saved):
         t.scaler.load_state_dict(saved["scaler"])
     for module, training in saved["modes"]:
         module.train(training)
-    torch.set_rng_state(saved["rng"])
-    if saved["cuda_rng"] is not None:
-        torch.cuda.set_rng_state_all(saved["cuda_rng"])
-    if saved["loader_rng"] is not None:
-        t.train_loader.generator.set_state(saved["loader_rng"])
+    restore_rng(saved["rng"], getattr(t.train_loader, "generator", None))
 
 
 # ----------------------------------------------------------------------------- suggestions

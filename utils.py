@@ -4,7 +4,7 @@ Each name lives in a module named by what it holds; this module only re-exports 
 `main.py` and `bench/` import those modules themselves, and nothing else imports this one.
 
     environment  env, headless: the notebooks' parameters from the environment
-    devices      the device, its precision, its layout, the CPU probe
+    devices      the device, its precision, its layout, the CPU probe, the random generators' state
     mnist        Data, MNIST (downloaded or a local folder), transforms, the classic and fast loaders
     digits       your own digit images made MNIST-like
     recipes      Recipe, RECIPES, make_recipe

@@ -1,3 +1,4 @@
+import matplotlib.pyplot as plt
 import pytest
 import torch
 from matplotlib.figure import Figure
@@ -5,6 +6,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import mnist
 import training
+from mnist import TensorLoader
 from plots import plot_confusion, plot_correct, plot_missed, plot_samples, plot_stats
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -28,6 +30,21 @@ def check(fig, path):
 def test_plot_samples(tmp_path, digits):
     loader = DataLoader(TensorDataset(digits[0], digits[1]), batch_size=12)
     check(plot_samples(loader, save=tmp_path / "samples.png"), tmp_path / "samples.png")
+
+
+def test_plot_samples_leaves_the_generators_as_they_were(digits):
+    """Looking at samples changes nothing in the run after it: the loader's next batch, torch's next number."""
+    def loader():
+        return TensorLoader(digits[0], digits[1], 8, shuffle=True, seed=0, degrees=10.0, zoom_p=0.5)
+
+    looked_at, untouched = loader(), loader()
+    torch.manual_seed(0)
+    plot_samples(looked_at)
+    after = next(iter(looked_at)), torch.rand(1)
+    torch.manual_seed(0)
+    expected = next(iter(untouched)), torch.rand(1)
+    assert torch.equal(after[0][0], expected[0][0]) and torch.equal(after[1], expected[1])
+    plt.close("all")
 
 
 def test_plot_stats(tmp_path):
