@@ -1,5 +1,5 @@
 """The device and what depends on it: the pick, the precision, the memory layout, where generators live, the CPU
-probe (its instructions, within the cap set on oneDNN), and the random generators' state. Knows no data
+probe (its name, its instructions, within the cap set on oneDNN), and the random generators' state. Knows no data
 and no model."""
 
 import os
@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+CPUINFO = "/proc/cpuinfo"  # Linux's description of the CPU; other systems have none
 
 
 def get_device(name=None):
@@ -57,14 +59,26 @@ def isa_cap():
     return None
 
 
-def cpu_isa(cpuinfo="/proc/cpuinfo", capped=True):
+def read_cpuinfo(cpuinfo=CPUINFO):
+    """The text of Linux's CPU description, or '' where there is none (macOS, Windows): the one place it is read."""
+    try:
+        return Path(cpuinfo).read_text()
+    except OSError:
+        return ""
+
+
+def cpu_name(cpuinfo=CPUINFO):
+    """The CPU as its maker names it ('AMD EPYC 9B14 96-Core Processor'); what Python knows where Linux does not say."""
+    names = [line.split(":", 1)[1].strip() for line in read_cpuinfo(cpuinfo).splitlines()
+             if line.startswith("model name") and ":" in line]
+    return names[0] if names else platform.processor()
+
+
+def cpu_isa(cpuinfo=CPUINFO, capped=True):
     """The widest instructions training here can use, by the name people know ('AVX512-BF16', 'AVX2', ...): the
     CPU's widest, within oneDNN's cap if one is set (and `capped`); the machine's kind ('arm64', ...) where Linux
     lists no flags."""
-    try:
-        flags = set(Path(cpuinfo).read_text().split())
-    except OSError:  # not Linux
-        flags = set()
+    flags = set(read_cpuinfo(cpuinfo).split())
     cap = ONEDNN_ISAS.get(isa_cap(), -1) if capped else -1  # -1: every bit allowed
     for flag, name, level in CPU_ISAS:
         if flag in flags and ONEDNN_ISAS[level] & ~cap == 0:
@@ -72,7 +86,7 @@ def cpu_isa(cpuinfo="/proc/cpuinfo", capped=True):
     return platform.machine()
 
 
-def cpu_has_fast_bf16(cpuinfo="/proc/cpuinfo"):
+def cpu_has_fast_bf16(cpuinfo=CPUINFO):
     """True on CPUs with native bf16 dot products (AVX512-BF16 or AMX) that oneDNN may use; elsewhere, and under a
     cap below them (an AVX2 laptop's, say), bf16 is emulated, and slow."""
     return cpu_isa(cpuinfo) in ("AMX", "AVX512-BF16")

@@ -31,7 +31,7 @@ from unittest import mock
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from devices import FP32, choose_precision, cpu_has_fast_bf16, cpu_isa, get_device, isa_cap
+from devices import FP32, choose_precision, cpu_has_fast_bf16, cpu_isa, cpu_name, get_device, isa_cap
 from mnist import Data, classic_loaders, fast_loaders
 from model import Net
 from recipes import RECIPES, Recipe
@@ -59,10 +59,7 @@ CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"
 
 def machine():
     """What a section's figures were measured on."""
-    cpuinfo = Path("/proc/cpuinfo")
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if cpuinfo.exists() else platform.processor()
-    return {"cpu": cpu, "cores": torch.get_num_threads(), "cpu_isa": cpu_isa(capped=False), "isa": cpu_isa(),
+    return {"cpu": cpu_name(), "cores": torch.get_num_threads(), "cpu_isa": cpu_isa(capped=False), "isa": cpu_isa(),
             "isa_cap": isa_cap(), "aten_capability": torch.backends.cpu.get_cpu_capability(),
             "bf16_native": cpu_has_fast_bf16(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,

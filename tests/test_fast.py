@@ -153,6 +153,13 @@ def test_the_cpu_probe_reads_the_older_name_of_the_cap_and_stays_in_fp32_off_lin
     assert devices.cpu_isa(tmp_path / "missing") == platform.machine()
 
 
+def test_the_cpu_probe_names_the_cpu(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9B14 96-Core Processor\nflags\t\t: fpu avx2\n\n"
+                       "processor\t: 1\nmodel name\t: AMD EPYC 9B14 96-Core Processor\nflags\t\t: fpu avx2\n")
+    assert devices.cpu_name(cpuinfo) == "AMD EPYC 9B14 96-Core Processor" and devices.cpu_isa(cpuinfo) == "AVX2"
+    assert devices.cpu_name(tmp_path / "missing") == platform.processor()  # no /proc/cpuinfo: what Python knows
+
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])  # float16: tests/test_device.py
 def test_training_steps_in_each_precision_and_channels_last(precision, mnist_dir, data_root):
