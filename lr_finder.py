@@ -17,6 +17,8 @@ from devices import capture_rng, restore_rng
 from plots import finish
 from training import TrainingDiverged, train_step
 
+START, END = 1e-3, 1.0  # the default sweep (S5.ipynb, main.py lr-find): the loss barely moves at its start
+#                         and blows up before its end
 SKIP_START, SKIP_END = 0.1, 5  # suggestions ignore the first 10% (EMA still settling) and the last 5 points (blow-up)
 
 
@@ -46,7 +48,7 @@ def lr_schedule(start, end, num):
     return [start * (end / start) ** (i / (num - 1)) for i in range(num - 1)] + [end]
 
 
-def lr_find(t, start=1e-5, end=10.0, num=100, beta=0.98, diverge=4.0):
+def lr_find(t, start=START, end=END, num=100, beta=0.98, diverge=4.0):
     """Run the range test on the trainer `t` (see `training.prepare`); returns an `LRFinderResult`.
 
     The rate of every param group goes from `start` to `end` over `num` batches of the training loader (cycled if

@@ -106,8 +106,10 @@ def build_parser():
                                              "END; print the suggested rates and plot the loss against the rate.")
     add_run_flags(finder)
     sweep = finder.add_argument_group("sweep")
-    sweep.add_argument("--start", type=float, default=1e-3, help="first learning rate (default: 1e-3)")
-    sweep.add_argument("--end", type=float, default=1.0, help="last learning rate (default: 1)")
+    sweep.add_argument("--start", type=float, default=lr_finder.START,
+                       help=f"first learning rate (default: {lr_finder.START:g})")
+    sweep.add_argument("--end", type=float, default=lr_finder.END,
+                       help=f"last learning rate (default: {lr_finder.END:g})")
     sweep.add_argument("--num", type=positive_int, default=100, help="batches (default: 100)")
     sweep.add_argument("--out", default=str(IMAGES_DIR), help="folder for lr_find.png")
 
