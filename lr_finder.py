@@ -142,22 +142,23 @@ def steep(lrs, losses):
 
 
 def valley(lrs, losses):
-    """fastai's 'valley': the rate 2/3 of the way along the longest decreasing run of the loss.
+    """fastai's 'valley' (fastai.callback.schedule.valley): about half-way along the longest decreasing run.
 
-    The run is the longest strictly decreasing subsequence (not necessarily contiguous, so that a small bump
-    in the fall does not cut it in two), found by the O(n^2) dynamic programme; 2/3 of the way from its first
-    to its last point, in batches (= in log(lr)), is past the flat start and short of the minimum.
+    The run is the longest strictly decreasing subsequence (not necessarily contiguous, so that a small bump in
+    the fall does not cut it in two), found by the O(n^2) dynamic programme; of the longest, the first to end. As
+    fastai's code does, with L the run's length and `end` its last point, the run is taken to start at end - L
+    (its first point if it has no gaps, less one) and the rate is read at start + int(L/3) + int(L/6): about half
+    of the way, past the flat start and short of the minimum. Indices are in batches (= in log(lr)).
     """
-    length, previous = [1] * len(losses), [None] * len(losses)  # longest run ending at i, and its point before i
+    length = [1] * len(losses)  # of the longest run ending at i
     for i in range(len(losses)):
         for j in range(i):
-            if losses[j] > losses[i] and length[j] + 1 > length[i]:
-                length[i], previous[i] = length[j] + 1, j
-    last = max(range(len(losses)), key=length.__getitem__)
-    first = last
-    while previous[first] is not None:
-        first = previous[first]
-    return lrs[first + round(2 / 3 * (last - first))]
+            if losses[j] > losses[i]:
+                length[i] = max(length[i], length[j] + 1)
+    end = max(range(len(losses)), key=length.__getitem__)  # the first of the longest, as fastai's `<` keeps it
+    start, sections = end - length[end], length[end] / 3
+    index = start + int(sections) + int(sections / 2)
+    return lrs[max(index, 0)]  # a short run at the very start: its first rate (fastai's -1 would be the last one)
 
 
 # ----------------------------------------------------------------------------- plot
