@@ -33,7 +33,7 @@ from recipes import RECIPE_CHOICES, RECIPES, Recipe, recipe_help
 from training import TrainingDiverged, fit, predictions, prepare
 
 ROOT = Path(__file__).resolve().parent
-IMAGES_DIR = ROOT / "images"
+OUTPUTS_DIR = ROOT / "outputs"  # a folder per run for its figures and history (the notebooks write images/)
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -92,7 +92,8 @@ def build_parser():
     train = commands.add_parser("train", help="train a model (the default command)",
                                 description="Train a model; the recipe's values are the defaults of its flags.")
     run = add_run_flags(train)
-    run.add_argument("--out", default=str(IMAGES_DIR), help="folder for the plots and history.json")
+    run.add_argument("--out", help="folder for the plots and history.json (default: outputs/RUN, RUN the name of "
+                                   "the run's record in runs/)")
     run.add_argument("--checkpoint", default=None,
                      help="checkpoint written after every epoch (default: checkpoints/MODEL.pt)")
     run.add_argument("--resume", metavar="PATH", help="go on from this checkpoint, with its settings")
@@ -111,7 +112,7 @@ def build_parser():
     sweep.add_argument("--end", type=float, default=lr_finder.END,
                        help=f"last learning rate (default: {lr_finder.END:g})")
     sweep.add_argument("--num", type=positive_int, default=100, help="batches (default: 100)")
-    sweep.add_argument("--out", default=str(IMAGES_DIR), help="folder for lr_find.png")
+    sweep.add_argument("--out", default=str(OUTPUTS_DIR), help="folder for lr_find.png (default: outputs)")
 
     kept = commands.add_parser("runs", help="list the kept runs, or overlay some of them",
                                description="Every training run is kept as a JSON file in runs/ (or $RUNS_DIR). "
@@ -187,8 +188,8 @@ def train(args):
     if checkpoint.with_suffix(".tmp").is_dir():  # save_checkpoint writes there first, then renames
         raise ValueError(f"--checkpoint {checkpoint}: its temporary file {checkpoint.with_suffix('.tmp')} is a "
                          "folder: give another file name")
-    require_writable("--out", args.out, folder=True)
-    if args.save_model:
+    require_writable("--out", args.out or OUTPUTS_DIR, folder=True)
+    if args.save_model and args.out:  # the default folder is the run's own: only this run writes there
         require_writable("--out", Path(args.out) / f"{model_name}_weights.pt")
     require_data_root(args)
 
@@ -200,11 +201,12 @@ def train(args):
     try:
         history = fit(t, checkpoint, args.log_interval)
     except (TrainingDiverged, CheckpointError) as e:
-        unsaved = save_outputs(args.out, t, with_predictions=False)
-        history_at = unsaved or f"the history is in {Path(args.out) / 'history.json'}"
+        unsaved = save_outputs(run_outputs(args, t), t, with_predictions=False)
+        history_at = unsaved or f"the history is in {run_outputs(args, t) / 'history.json'}"
         raise type(e)(f"{str(e).rstrip('.')}; {history_at}") from None
 
-    unsaved = save_outputs(args.out, t, weights=f"{model_name}_weights.pt" if args.save_model else None)
+    weights = f"{model_name}_weights.pt" if args.save_model else None
+    unsaved = save_outputs(run_outputs(args, t), t, weights=weights)
     done = len(history["test_acc"])
     if unsaved:
         raise OutputError(f"{unsaved}; the checkpoint of epoch {done} is {checkpoint}" if done else unsaved)
@@ -214,6 +216,12 @@ def train(args):
     print(f"Final test accuracy {history['test_acc'][-1]:.2f}% after {done} epochs, "
           f"wall time {time.perf_counter() - start:.1f} s; checkpoint {checkpoint}")
     return 0
+
+
+def run_outputs(args, t):
+    """The folder for the plots and history of the trainer `t`'s run: --out, else its own in outputs/, named as its
+    record in runs/ (a resumed run goes on in the same one), or after the model where the run has no record."""
+    return Path(args.out) if args.out else OUTPUTS_DIR / (t.run_file.stem if t.run_file else t.model_name)
 
 
 class OutputError(RuntimeError):

@@ -87,6 +87,18 @@ def test_help_lists_the_flags(run):
     assert "SGD learning rate (the peak one for 'onecycle')" in out  # help text from the Recipe's comments
 
 
+def test_train_and_lr_find_write_into_outputs_not_images(run, train_args, tmp_path, runs_dir, monkeypatch):
+    """By default each run's figures and history go to outputs/ in a folder named as its record in runs/, and the
+    range test's plot to outputs/: the committed figures of images/ are the notebooks'."""
+    monkeypatch.setattr(main, "OUTPUTS_DIR", tmp_path / "outputs")
+    args = [a for a in train_args if a not in ("--out", tmp_path / "out")]
+    assert run(*args, "--epochs", 1)[0] == 0
+    (record,) = runs_dir.glob("*.json")
+    assert (tmp_path / "outputs" / record.stem / "history.json").exists()
+    assert run("lr-find", *args[1:5], "--num", 5)[0] == 0
+    assert (tmp_path / "outputs" / "lr_find.png").exists() and not (tmp_path / "out").exists()
+
+
 def during_epoch(monkeypatch, epoch, action):
     """Call `action()` during the given epoch (as it is being tested)."""
     real_test, calls = training.test, []
