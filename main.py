@@ -34,6 +34,7 @@ from training import TrainingDiverged, fit, predictions, prepare
 
 ROOT = Path(__file__).resolve().parent
 OUTPUTS_DIR = ROOT / "outputs"  # a folder per run for its figures and history (the notebooks write images/)
+DEFAULT_RECIPE = "fast"
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -51,11 +52,11 @@ def positive_int(text):
 
 
 def add_recipe_flags(group):
-    """One flag per `Recipe` field (batch_size -> --batch-size), its help the field's comment in `Recipe`.
-    The default, None, means 'the recipe's value'; the `Recipe` itself checks the values."""
+    """One flag per `Recipe` field (batch_size -> --batch-size), its help the field's comment in `Recipe` and its
+    value in each named recipe. The default, None, means 'the recipe's value'; the `Recipe` itself checks them."""
     helps = recipe_help()
     for f in fields(Recipe):
-        flag, kind = "--" + f.name.replace("_", "-"), {"help": helps[f.name]}
+        flag, kind = "--" + f.name.replace("_", "-"), {"help": f"{helps[f.name]} {recipe_values(f.name)}"}
         if f.type is bool:
             kind["action"] = argparse.BooleanOptionalAction
         else:
@@ -63,12 +64,19 @@ def add_recipe_flags(group):
         group.add_argument(flag, **kind)
 
 
+def recipe_values(name):
+    """"(fast: 0.2, classic: 0.01, s7: 0.2)": the field `name` in each named recipe, the default one first."""
+    order = [DEFAULT_RECIPE, *(recipe for recipe in RECIPES if recipe != DEFAULT_RECIPE)]
+    return "(" + ", ".join(f"{recipe}: {getattr(RECIPES[recipe], name)!r}" for recipe in order) + ")"
+
+
 def add_run_flags(parser):
     """The flags that say what to train: model, recipe and its hyperparameters, seed, device, data."""
     run = parser.add_argument_group("run")
     run.add_argument("--model", choices=sorted(MODELS), help="architecture (default: net, the S5 Net)")
-    run.add_argument("--recipe", choices=sorted(RECIPES), default="fast",
-                     help="starting values of the hyperparameters below (default: fast; classic: the original S5 one)")
+    run.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
+                     help=f"starting values of the hyperparameters below (default: {DEFAULT_RECIPE}; classic: the "
+                          "original S5 one)")
     run.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     run.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default: auto)")
     run.add_argument("--no-accel", action="store_true", help="train on the CPU even if a GPU is there")

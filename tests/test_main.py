@@ -85,6 +85,9 @@ def test_help_lists_the_flags(run):
                  "--resume", "--recipe", "--schedule", "--label-smoothing", "--precision", "--zoom-p", "--no-nesterov"):
         assert flag in out, flag
     assert "SGD learning rate (the peak one for 'onecycle')" in out  # help text from the Recipe's comments
+    flat = " ".join(out.split())  # argparse wraps the help
+    assert "(the peak one for 'onecycle') (fast: 0.2, classic: 0.01, s7: 0.2)" in flat  # each recipe's value
+    assert "Nesterov momentum (fast: True, classic: False, s7: True)" in flat
 
 
 def test_train_and_lr_find_write_into_outputs_not_images(run, train_args, tmp_path, runs_dir, monkeypatch):
