@@ -2,8 +2,10 @@
 epoch by epoch (`train`, `test`), keeping its history, its checkpoint and its record in runs/. `train_step` is the
 one training step: the training loop, the lr range test and the benchmark all take it."""
 
+import copy
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -221,9 +223,33 @@ def fit(t, checkpoint=None, log_interval=None):
     with stopping_cleanly(t, checkpoint):
         for epoch in range(len(t.history["test_acc"]) + 1, t.recipe.epochs + 1):
             lr, start = t.optimizer.param_groups[0]["lr"], time.perf_counter()
-            train_result = train(t, f"Epoch {epoch}/{t.recipe.epochs} lr={lr:.3g}", log_interval)
+            train_result = train(t, f"Epoch {epoch}/{t.recipe.epochs} lr {lr_range(epoch_lrs(t))}", log_interval)
             end_epoch(t, train_result, test(t), lr, time.perf_counter() - start, checkpoint)
     return t.history
+
+
+def epoch_lrs(t):
+    """The learning rates the trainer's next epoch trains at, one per batch. A per-batch schedule (one-cycle) is
+    stepped through the epoch on a copy, driving a copy of the optimizer with copies of its settings, so that the
+    run is left as it was; any other schedule keeps the rate for the epoch."""
+    lr = t.optimizer.param_groups[0]["lr"]
+    if not isinstance(t.scheduler, PER_BATCH_SCHEDULERS):
+        return [lr]
+    stand_in = copy.copy(t.optimizer)  # the same parameters and state, never stepped
+    stand_in.param_groups = [dict(group) for group in t.optimizer.param_groups]  # what the copy's steps write
+    schedule, lrs = copy.deepcopy(t.scheduler, {id(t.optimizer): stand_in}), [lr]
+    with warnings.catch_warnings():  # on the order of optimizer and schedule steps: about the run, not this copy
+        warnings.simplefilter("ignore")
+        for _ in range(len(t.train_loader) - 1):
+            schedule.step()
+            lrs.append(stand_in.param_groups[0]["lr"])
+    return lrs
+
+
+def lr_range(lrs):
+    """'0.008 to 0.196': the lowest and highest of the rates `lrs`, or one rate ('0.01') when they print alike."""
+    low, high = f"{min(lrs):.3g}", f"{max(lrs):.3g}"
+    return low if low == high else f"{low} to {high}"
 
 
 def start_run(t):

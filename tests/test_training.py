@@ -157,6 +157,25 @@ def test_onecycle_is_stepped_per_batch_by_fit(trainer):
     assert t.scheduler.last_epoch == 4  # 2 epochs x 2 batches, and no error for stepping past the end
 
 
+def test_each_epoch_header_shows_the_rates_its_steps_train_at(trainer, capsys, monkeypatch):
+    monkeypatch.setenv("HEADLESS", "1")  # one line per epoch, after its header
+    t = trainer(replace(PLAIN, schedule="onecycle", lr=0.2, epochs=2), train=tiny_loader(64, 8))  # 8 steps an epoch
+    taken = []  # the rate of each step, as the optimizer has it when it steps
+    t.optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: taken.append(optimizer.param_groups[0]["lr"]))
+    history = fit(t)
+    headers = [line.split(":")[0] for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch ")]
+    first, second = taken[:8], taken[8:]
+    assert len(taken) == 16 and min(first) == pytest.approx(0.2 / 25) and max(first) > 0.19  # warm-up, peak
+    assert headers == [f"Epoch {n}/2 lr {min(lrs):.3g} to {max(lrs):.3g}" for n, lrs in ((1, first), (2, second))]
+    assert history["lr"] == [first[0], second[0]] and t.scheduler.last_epoch == 16  # the run itself as it was
+
+
+def test_an_epoch_at_one_rate_shows_it_once(trainer, capsys, monkeypatch):
+    monkeypatch.setenv("HEADLESS", "1")
+    fit(trainer(replace(PLAIN, lr=0.05)))
+    assert capsys.readouterr().out.startswith("Epoch 1/1 lr 0.05: training loss")
+
+
 def test_plateau_scheduler_watches_the_test_loss(trainer, monkeypatch):
     """ReduceLROnPlateau cuts the rate once the test loss has not improved for `step_size` epochs."""
     t = trainer(replace(PLAIN, schedule="plateau", step_size=1, gamma=0.5, epochs=5), train=tiny_loader(32, 32))
