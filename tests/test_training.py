@@ -264,12 +264,14 @@ def test_exact_resume_with_dropout_needs_the_global_rng(trainer, tmp_path, monke
         assert torch.equal(tensor, resumed.model.state_dict()[name]), name
 
 
-def test_results_row(trainer):
-    t = trainer(replace(PLAIN, epochs=2), model="final")
-    history = fit(t)
-    row = training.results_row("final", t.model, history)
-    assert row["params"] == 7280 and row["epochs"] == 2 and row["final_test"] == history["test_acc"][-1]
-    assert row["last_3_at_target"] == all(acc >= 99.4 for acc in history["test_acc"])
+def test_results_row():
+    history = {"train_acc": [97.0, 99.1, 99.0, 98.9], "test_acc": [98.0, 99.4, 99.6, 99.5], "seconds": [30.0] * 4}
+    row = training.results_row("final", get_model("final"), history)
+    assert row == {"model": "final", "params": 7280, "epochs": 4, "best_train": 99.1, "final_train": 98.9,
+                   "best_test": 99.6, "final_test": 99.5, "last_3_at_target": True, "minutes": 2.0}
+    missed = {**history, "test_acc": [99.5, 99.39, 99.6, 99.7]}  # one of the last 3 below 99.4
+    assert training.results_row("final", get_model("final"), missed)["last_3_at_target"] is False
+    assert training.results_row("final", get_model("final"), missed, last=2)["last_2_at_target"] is True
 
 
 def test_log_interval_prints_every_n_batches_instead_of_a_bar(trainer, capsys):
