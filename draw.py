@@ -55,13 +55,6 @@ def png_to_grey(png):
         return grey_of(image)
 
 
-def grey_to_png(grey):
-    """A grey (H, W) tensor in [0, 1] as a PNG data URL: what the pad sends."""
-    buffer = io.BytesIO()
-    TF.to_pil_image(grey.detach().cpu().float().clamp(0, 1)[None]).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
 def mnist_to_canvas(image):
     """An MNIST image as if drawn on the pad: (280, 280), dark ink on white, in [0, 1].
 

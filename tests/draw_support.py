@@ -1,11 +1,14 @@
 """What test_draw.py and test_browser.py share: real MNIST test digits and a small real model, made once."""
 
+import base64
 import contextlib
 import functools
+import io
 import tempfile
 
 import pytest
 import torch
+from torchvision.transforms import functional as TF
 
 from conftest import SHARED_MNIST
 from mnist import Data, mnist_dataset
@@ -59,3 +62,9 @@ def trained_model():
     model.load_state_dict(mnist_and_model()[2])
     return model.eval()
 
+
+def grey_to_png(grey):
+    """A grey (H, W) tensor in [0, 1] as a PNG data URL: what the pad sends."""
+    buffer = io.BytesIO()
+    TF.to_pil_image(grey.detach().cpu().float().clamp(0, 1)[None]).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()

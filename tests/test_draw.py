@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 from comm import DummyComm
-from draw_support import STROKES, mnist_and_model, one_thread, trained_model
+from draw_support import STROKES, grey_to_png, mnist_and_model, one_thread, trained_model
 from PIL import Image
 
 import draw
@@ -21,7 +21,6 @@ from draw import (
     DigitPad,
     UntrainedModelError,
     draw_digit,
-    grey_to_png,
     mnist_to_canvas,
     plot_prediction,
     png_to_grey,
