@@ -4,7 +4,7 @@
     draw_digit(model, history, static=True, example=mnist_to_canvas(image))  # headless: a picture
 
 The pad is an anywidget: the browser only draws (mouse, pen or finger) and, at the end of each stroke,
-sends the canvas once as a PNG. Python turns it into the model's input with `utils.to_mnist`, the
+sends the canvas once as a PNG. Python turns it into the model's input with `digits.to_mnist`, the
 preprocessing `load_digit` uses for image files, runs the model, and sends back the prediction, the
 28x28 image the model saw and a saliency map, which the browser draws. No server but the kernel.
 """
@@ -18,8 +18,9 @@ import traitlets
 from PIL import Image, ImageDraw, ImageFilter
 from torchvision.transforms import functional as TF
 
+from digits import ImageError, grey_of, to_mnist
+from mnist import MEAN, STD
 from plots import finish
-from utils import MEAN, STD, ImageError, grey_of, to_mnist
 
 try:
     from anywidget import AnyWidget
@@ -52,13 +53,6 @@ def png_to_grey(png):
     data = base64.b64decode(png.split(",", 1)[-1], validate=True)
     with Image.open(io.BytesIO(data)) as image:
         return grey_of(image)
-
-
-def grey_to_png(grey):
-    """A grey (H, W) tensor in [0, 1] as a PNG data URL: what the pad sends."""
-    buffer = io.BytesIO()
-    TF.to_pil_image(grey.detach().cpu().float().clamp(0, 1)[None]).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def mnist_to_canvas(image):

@@ -12,10 +12,13 @@ import time
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
-import torch
 
+from devices import capture_rng, restore_rng
 from plots import finish
+from training import TrainingDiverged, train_step
 
+START, END = 1e-3, 1.0  # the default sweep (S5.ipynb, main.py lr-find): the loss barely moves at its start
+#                         and blows up before its end
 SKIP_START, SKIP_END = 0.1, 5  # suggestions ignore the first 10% (EMA still settling) and the last 5 points (blow-up)
 
 
@@ -45,8 +48,8 @@ def lr_schedule(start, end, num):
     return [start * (end / start) ** (i / (num - 1)) for i in range(num - 1)] + [end]
 
 
-def lr_find(t, start=1e-5, end=10.0, num=100, beta=0.98, diverge=4.0):
-    """Run the range test on the trainer `t` (see `utils.prepare`); returns an `LRFinderResult`.
+def lr_find(t, start=START, end=END, num=100, beta=0.98, diverge=4.0):
+    """Run the range test on the trainer `t` (see `training.prepare`); returns an `LRFinderResult`.
 
     The rate of every param group goes from `start` to `end` over `num` batches of the training loader (cycled if
     it is shorter), with the trainer's precision and loss. The loss is smoothed by an EMA (`beta`) with bias
@@ -67,15 +70,11 @@ def lr_find(t, start=1e-5, end=10.0, num=100, beta=0.98, diverge=4.0):
             x, y = x.to(t.device, non_blocking=True), y.to(t.device, non_blocking=True)
             for group in t.optimizer.param_groups:
                 group["lr"] = lr
-            t.optimizer.zero_grad(set_to_none=True)
-            with t.precision.autocast(t.device):
-                loss = t.criterion(t.model(x), y)
-            raw = loss.item()
-            if not math.isfinite(raw):
+            try:
+                _, loss = train_step(t, x, y)  # the step that training takes
+            except TrainingDiverged:  # a NaN or infinite loss: not recorded
                 break
-            t.scaler.scale(loss).backward()  # as utils.train: fp16 needs its loss scaled
-            t.scaler.step(t.optimizer)
-            t.scaler.update()
+            raw = loss.item()
             avg = beta * avg + (1 - beta) * raw
             smoothed = avg / (1 - beta**step)  # bias correction: the EMA starts at 0, not at the first loss
             lrs.append(lr)
@@ -109,9 +108,7 @@ def snapshot(t):
         "optimizer": copy.deepcopy(t.optimizer.state_dict()),
         "scaler": copy.deepcopy(t.scaler.state_dict()),
         "modes": [(module, module.training) for module in t.model.modules()],
-        "rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "loader_rng": generator.get_state() if generator is not None else None,
+        "rng": capture_rng(generator),
     }
 
 
@@ -123,11 +120,7 @@ def restore(t, saved):
         t.scaler.load_state_dict(saved["scaler"])
     for module, training in saved["modes"]:
         module.train(training)
-    torch.set_rng_state(saved["rng"])
-    if saved["cuda_rng"] is not None:
-        torch.cuda.set_rng_state_all(saved["cuda_rng"])
-    if saved["loader_rng"] is not None:
-        t.train_loader.generator.set_state(saved["loader_rng"])
+    restore_rng(saved["rng"], getattr(t.train_loader, "generator", None))
 
 
 # ----------------------------------------------------------------------------- suggestions
@@ -149,22 +142,23 @@ def steep(lrs, losses):
 
 
 def valley(lrs, losses):
-    """fastai's 'valley': the rate 2/3 of the way along the longest decreasing run of the loss.
+    """fastai's 'valley' (fastai.callback.schedule.valley): about half-way along the longest decreasing run.
 
-    The run is the longest strictly decreasing subsequence (not necessarily contiguous, so that a small bump
-    in the fall does not cut it in two), found by the O(n^2) dynamic programme; 2/3 of the way from its first
-    to its last point, in batches (= in log(lr)), is past the flat start and short of the minimum.
+    The run is the longest strictly decreasing subsequence (not necessarily contiguous, so that a small bump in
+    the fall does not cut it in two), found by the O(n^2) dynamic programme; of the longest, the first to end. As
+    fastai's code does, with L the run's length and `end` its last point, the run is taken to start at end - L
+    (its first point if it has no gaps, less one) and the rate is read at start + int(L/3) + int(L/6): about half
+    of the way, past the flat start and short of the minimum. Indices are in batches (= in log(lr)).
     """
-    length, previous = [1] * len(losses), [None] * len(losses)  # longest run ending at i, and its point before i
+    length = [1] * len(losses)  # of the longest run ending at i
     for i in range(len(losses)):
         for j in range(i):
-            if losses[j] > losses[i] and length[j] + 1 > length[i]:
-                length[i], previous[i] = length[j] + 1, j
-    last = max(range(len(losses)), key=length.__getitem__)
-    first = last
-    while previous[first] is not None:
-        first = previous[first]
-    return lrs[first + round(2 / 3 * (last - first))]
+            if losses[j] > losses[i]:
+                length[i] = max(length[i], length[j] + 1)
+    end = max(range(len(losses)), key=length.__getitem__)  # the first of the longest, as fastai's `<` keeps it
+    start, sections = end - length[end], length[end] / 3
+    index = start + int(sections) + int(sections / 2)
+    return lrs[max(index, 0)]  # a short run at the very start: its first rate (fastai's -1 would be the last one)
 
 
 # ----------------------------------------------------------------------------- plot

@@ -22,11 +22,19 @@ import torch
 
 import lr_finder
 import runs
-import utils
+from checkpoints import CheckpointError, load_checkpoint, load_weights, read_checkpoint, saved_settings
+from devices import device_name, get_device
+from digits import ImageError, load_digit
+from files import one_line, why_unwritable
+from mnist import DATA_DIR, Data, MNISTDataError
 from model import MODELS, get_model
-from utils import RECIPES, Data, Recipe
+from plots import plot_confusion, plot_correct, plot_digits, plot_missed, plot_stats
+from recipes import RECIPE_CHOICES, RECIPES, Recipe, recipe_help
+from training import TrainingDiverged, fit, predictions, prepare
 
 ROOT = Path(__file__).resolve().parent
+OUTPUTS_DIR = ROOT / "outputs"  # a folder per run for its figures and history (the notebooks write images/)
+DEFAULT_RECIPE = "fast"
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -44,30 +52,37 @@ def positive_int(text):
 
 
 def add_recipe_flags(group):
-    """One flag per `Recipe` field (batch_size -> --batch-size), its help the field's comment in `Recipe`.
-    The default, None, means 'the recipe's value'; the `Recipe` itself checks the values."""
-    helps = utils.recipe_help()
+    """One flag per `Recipe` field (batch_size -> --batch-size), its help the field's comment in `Recipe` and its
+    value in each named recipe. The default, None, means 'the recipe's value'; the `Recipe` itself checks them."""
+    helps = recipe_help()
     for f in fields(Recipe):
-        flag, kind = "--" + f.name.replace("_", "-"), {"help": helps[f.name]}
+        flag, kind = "--" + f.name.replace("_", "-"), {"help": f"{helps[f.name]} {recipe_values(f.name)}"}
         if f.type is bool:
             kind["action"] = argparse.BooleanOptionalAction
         else:
-            kind.update(type=f.type, choices=utils.RECIPE_CHOICES.get(f.name))
+            kind.update(type=f.type, choices=RECIPE_CHOICES.get(f.name))
         group.add_argument(flag, **kind)
+
+
+def recipe_values(name):
+    """"(fast: 0.2, classic: 0.01, s7: 0.2)": the field `name` in each named recipe, the default one first."""
+    order = [DEFAULT_RECIPE, *(recipe for recipe in RECIPES if recipe != DEFAULT_RECIPE)]
+    return "(" + ", ".join(f"{recipe}: {getattr(RECIPES[recipe], name)!r}" for recipe in order) + ")"
 
 
 def add_run_flags(parser):
     """The flags that say what to train: model, recipe and its hyperparameters, seed, device, data."""
     run = parser.add_argument_group("run")
     run.add_argument("--model", choices=sorted(MODELS), help="architecture (default: net, the S5 Net)")
-    run.add_argument("--recipe", choices=sorted(RECIPES), default="fast",
-                     help="starting values of the hyperparameters below (default: fast; classic: the original S5 one)")
+    run.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
+                     help=f"starting values of the hyperparameters below (default: {DEFAULT_RECIPE}; classic: the "
+                          "original S5 one)")
     run.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     run.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default: auto)")
     run.add_argument("--no-accel", action="store_true", help="train on the CPU even if a GPU is there")
     run.add_argument("--data-dir", default=None,
                      help="folder with the four MNIST files, .gz or not (default: $MNIST_DIR, else download)")
-    run.add_argument("--data-root", default=str(utils.DATA_DIR), help="where MNIST is downloaded or staged")
+    run.add_argument("--data-root", default=str(DATA_DIR), help="where MNIST is downloaded or staged")
     run.add_argument("--train-size", type=positive_int, default=0, help="use only the first N training images")
     run.add_argument("--test-size", type=positive_int, default=0, help="use only the first N test images")
     run.add_argument("--test-batch-size", type=positive_int, default=1000, help="test batch size (default: 1000)")
@@ -85,7 +100,8 @@ def build_parser():
     train = commands.add_parser("train", help="train a model (the default command)",
                                 description="Train a model; the recipe's values are the defaults of its flags.")
     run = add_run_flags(train)
-    run.add_argument("--out", default=str(utils.IMAGES_DIR), help="folder for the plots and history.json")
+    run.add_argument("--out", help="folder for the plots and history.json (default: outputs/RUN, RUN the name of "
+                                   "the run's record in runs/)")
     run.add_argument("--checkpoint", default=None,
                      help="checkpoint written after every epoch (default: checkpoints/MODEL.pt)")
     run.add_argument("--resume", metavar="PATH", help="go on from this checkpoint, with its settings")
@@ -99,10 +115,12 @@ def build_parser():
                                              "END; print the suggested rates and plot the loss against the rate.")
     add_run_flags(finder)
     sweep = finder.add_argument_group("sweep")
-    sweep.add_argument("--start", type=float, default=1e-3, help="first learning rate (default: 1e-3)")
-    sweep.add_argument("--end", type=float, default=1.0, help="last learning rate (default: 1)")
+    sweep.add_argument("--start", type=float, default=lr_finder.START,
+                       help=f"first learning rate (default: {lr_finder.START:g})")
+    sweep.add_argument("--end", type=float, default=lr_finder.END,
+                       help=f"last learning rate (default: {lr_finder.END:g})")
     sweep.add_argument("--num", type=positive_int, default=100, help="batches (default: 100)")
-    sweep.add_argument("--out", default=str(utils.IMAGES_DIR), help="folder for lr_find.png")
+    sweep.add_argument("--out", default=str(OUTPUTS_DIR), help="folder for lr_find.png (default: outputs)")
 
     kept = commands.add_parser("runs", help="list the kept runs, or overlay some of them",
                                description="Every training run is kept as a JSON file in runs/ (or $RUNS_DIR). "
@@ -134,7 +152,7 @@ def parse_args(argv):
 def require_writable(flag, path, folder=False):
     """Checked before any work: a ValueError naming `flag` and what to do, unless `path` can be written as a folder
     (`folder`) or as a file."""
-    problem = utils.why_unwritable(path, folder)
+    problem = why_unwritable(path, folder)
     if problem:
         wanted = "a folder that can be written (created if missing)" if folder else "a file in a writable folder"
         raise ValueError(f"{flag} {path} {problem}: give {wanted}")
@@ -155,7 +173,7 @@ def settings(args):
     given = {f.name: getattr(args, f.name) for f in fields(Recipe) if getattr(args, f.name) is not None}
     where = {"mnist_dir": args.data_dir, "root": args.data_root, "test_batch_size": args.test_batch_size}
     if getattr(args, "resume", None):  # how much data stays as it was; where it is may change
-        model_name, seed, recipe, data = utils.saved_settings(args.resume)
+        model_name, seed, recipe, data = saved_settings(args.resume)
         return args.model or model_name, seed, replace(recipe, **given), replace(data, **where)
     data = Data(train_size=args.train_size, test_size=args.test_size, valid_size=args.valid_size, **where)
     return args.model or "net", args.seed, replace(RECIPES[args.recipe], **given), data
@@ -163,7 +181,7 @@ def settings(args):
 
 def run_device(args):
     """The device to train on: --device (default auto), or the CPU with --no-accel."""
-    return utils.get_device("cpu" if args.no_accel else args.device)
+    return get_device("cpu" if args.no_accel else args.device)
 
 
 def train(args):
@@ -178,24 +196,25 @@ def train(args):
     if checkpoint.with_suffix(".tmp").is_dir():  # save_checkpoint writes there first, then renames
         raise ValueError(f"--checkpoint {checkpoint}: its temporary file {checkpoint.with_suffix('.tmp')} is a "
                          "folder: give another file name")
-    require_writable("--out", args.out, folder=True)
-    if args.save_model:
+    require_writable("--out", args.out or OUTPUTS_DIR, folder=True)
+    if args.save_model and args.out:  # the default folder is the run's own: only this run writes there
         require_writable("--out", Path(args.out) / f"{model_name}_weights.pt")
     require_data_root(args)
 
-    t = utils.prepare(model_name, recipe, data, device, seed)
+    t = prepare(model_name, recipe, data, device, seed)
     if args.resume:
-        utils.load_checkpoint(args.resume, t)
+        load_checkpoint(args.resume, t)
         print(f"Resuming {model_name} from {args.resume} after epoch {len(t.history['test_acc'])}")
-    print(f"{model_name} on {utils.device_name(device)}, {t.precision}, {recipe}")
+    print(f"{model_name} on {device_name(device)}, {t.precision}, {recipe}")
     try:
-        history = utils.fit(t, checkpoint, args.log_interval)
-    except (utils.TrainingDiverged, utils.CheckpointError) as e:
-        unsaved = save_outputs(args.out, t, with_predictions=False)
-        history_at = unsaved or f"the history is in {Path(args.out) / 'history.json'}"
+        history = fit(t, checkpoint, args.log_interval)
+    except (TrainingDiverged, CheckpointError) as e:
+        unsaved = save_outputs(run_outputs(args, t), t, with_predictions=False)
+        history_at = unsaved or f"the history is in {run_outputs(args, t) / 'history.json'}"
         raise type(e)(f"{str(e).rstrip('.')}; {history_at}") from None
 
-    unsaved = save_outputs(args.out, t, weights=f"{model_name}_weights.pt" if args.save_model else None)
+    weights = f"{model_name}_weights.pt" if args.save_model else None
+    unsaved = save_outputs(run_outputs(args, t), t, weights=weights)
     done = len(history["test_acc"])
     if unsaved:
         raise OutputError(f"{unsaved}; the checkpoint of epoch {done} is {checkpoint}" if done else unsaved)
@@ -207,6 +226,12 @@ def train(args):
     return 0
 
 
+def run_outputs(args, t):
+    """The folder for the plots and history of the trainer `t`'s run: --out, else its own in outputs/, named as its
+    record in runs/ (a resumed run goes on in the same one), or after the model where the run has no record."""
+    return Path(args.out) if args.out else OUTPUTS_DIR / (t.run_file.stem if t.run_file else t.model_name)
+
+
 class OutputError(RuntimeError):
     """The outputs of a run that trained could not be written; the message says where its results are."""
 
@@ -216,22 +241,22 @@ def save_outputs(out, t, with_predictions=True, weights=None):
     weights too, as the file `weights`, if given. Returns None, or, where `out` cannot be written (a full disk,
     say), what went wrong: the history is then printed on stdout, so that it is not lost."""
     out, epochs = Path(out), len(t.history["test_acc"])
-    predicted = utils.predictions(t.evaluated_model, t.device, t.test_loader) if with_predictions and epochs else None
+    predicted = predictions(t.evaluated_model, t.device, t.test_loader) if with_predictions and epochs else None
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "history.json").write_text(json.dumps(t.history, indent=1))
         if epochs:
-            utils.plot_stats(t.history, save=out / "stats.png")
+            plot_stats(t.history, save=out / "stats.png")
         if predicted is not None:
             images, targets, preds = predicted
-            utils.plot_missed(images, targets, preds, save=out / "missed.png")
-            utils.plot_correct(images, targets, preds, save=out / "correct.png")
-            utils.plot_confusion(targets, preds, save=out / "confusion.png")
+            plot_missed(images, targets, preds, save=out / "missed.png")
+            plot_correct(images, targets, preds, save=out / "correct.png")
+            plot_confusion(targets, preds, save=out / "confusion.png")
         if weights:
             torch.save(t.evaluated_model.state_dict(), out / weights)
     except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
         print(json.dumps(t.history))
-        reason = utils.why_unwritable(out, folder=True) or utils.one_line(e)
+        reason = why_unwritable(out, folder=True) or one_line(e)
         return f"could not write to {out} ({reason}): the history is printed above"
     finally:
         plt.close("all")
@@ -246,12 +271,12 @@ def save_outputs(out, t, with_predictions=True, weights=None):
 def predict(args):
     if args.show:
         require_writable("--out", args.out, folder=True)
-    device = utils.get_device(args.device)
-    state = utils.read_checkpoint(args.checkpoint)
+    device = get_device(args.device)
+    state = read_checkpoint(args.checkpoint)
     model = get_model(state["config"].get("model", "net")).to(device)
-    utils.load_weights(args.checkpoint, model, state)
+    load_weights(args.checkpoint, model, state)
     model.eval()
-    digits = [utils.load_digit(path) for path in args.images]  # all readable before any output
+    digits = [load_digit(path) for path in args.images]  # all readable before any output
     for path, digit in zip(args.images, digits):
         with torch.no_grad():
             probs = model(digit.to(device)).exp()[0].cpu()
@@ -260,7 +285,7 @@ def predict(args):
               + "  ".join(f"{d}:{100 * p:.1f}%" for d, p in enumerate(probs.tolist())))
         if args.show:
             view = Path(args.out) / f"{Path(path).stem}_28x28.png"
-            plt.close(utils.plot_digits(digit, [f"predicted {best}"], ncols=1, save=view))
+            plt.close(plot_digits(digit, [f"predicted {best}"], ncols=1, save=view))
             print(f"  the model's view: {view}")
     return 0
 
@@ -272,7 +297,7 @@ def lr_find(args):
     require_writable("--out", args.out, folder=True)
     require_data_root(args)
     model_name, seed, recipe, data = settings(args)
-    t = utils.prepare(model_name, recipe, data, run_device(args), seed)
+    t = prepare(model_name, recipe, data, run_device(args), seed)
     result = lr_finder.lr_find(t, args.start, args.end, args.num)
     print(result)
     if result.steep is not None:
@@ -307,8 +332,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (utils.MNISTDataError, utils.CheckpointError, utils.TrainingDiverged, utils.ImageError, OutputError,
-            ValueError) as e:
+    except (MNISTDataError, CheckpointError, TrainingDiverged, ImageError, OutputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 

@@ -1,11 +1,13 @@
 """The figures: digits, training curves, predictions, the confusion matrix. Each returns its figure (and saves
 it as a PNG when asked); every tensor goes through .cpu() before it meets numpy or matplotlib, since the plots
-get CUDA and MPS tensors too. `utils` re-exports all of it, so the notebooks import from one place."""
+get CUDA and MPS tensors too. `utils` re-exports what the notebooks use, so that they import from one place."""
 
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
+
+from devices import capture_rng, restore_rng
 
 
 def finish(fig, save):
@@ -39,14 +41,13 @@ def plot_digits(images, titles, ncols=10, save=None, suptitle=None):
 def plot_samples(loader, n=20, save=None):
     """The first `n` images of one batch of `loader`, each with its label.
 
-    The loader's generator is put back as it was, so that looking at samples leaves the training run
-    (shuffling, augmentation) exactly as it would be without them.
+    The random generators (torch's, the loader's) are put back as they were, so that looking at samples leaves
+    the training run (shuffling, augmentation) exactly as it would be without them.
     """
     generator = getattr(loader, "generator", None)
-    state = generator.get_state() if generator is not None else None
+    state = capture_rng(generator)
     images, labels = next(iter(loader))
-    if state is not None:
-        generator.set_state(state)
+    restore_rng(state, generator)
     return plot_digits(images[:n], [str(int(label)) for label in labels[:n]], save=save,
                        suptitle="Training samples (after augmentation)")
 

@@ -73,7 +73,7 @@ def start_run(meta, base, runs_dir=None, when=None):
 
 
 def write_run(path, history, finished):
-    """Put `history` (per-epoch lists, as `utils.new_history()`) and its final figures into the run at `path`.
+    """Put `history` (per-epoch lists, as `training.new_history()`) and its final figures into the run at `path`.
 
     Call it at each epoch end, with `finished=True` after the last epoch.
     """

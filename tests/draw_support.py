@@ -1,15 +1,20 @@
 """What test_draw.py and test_browser.py share: real MNIST test digits and a small real model, made once."""
 
+import base64
 import contextlib
 import functools
+import io
 import tempfile
 
 import pytest
 import torch
+from torchvision.transforms import functional as TF
 
-import utils
 from conftest import SHARED_MNIST
+from mnist import Data, mnist_dataset
 from model import S7Final
+from recipes import Recipe
+from training import fit, prepare
 
 # Digits drawn as strokes on the 280x280 pad, as a person would: (label, strokes).
 STROKES = {
@@ -42,13 +47,12 @@ def mnist_and_model(train_size=20_000):
     if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists():
         pytest.skip(f"the original MNIST files are not in {SHARED_MNIST}")
     with tempfile.TemporaryDirectory() as root, one_thread():
-        data = utils.Data(mnist_dir=str(SHARED_MNIST), root=root, train_size=train_size, test_size=2000)
-        test = utils.mnist_dataset(False, data)
+        data = Data(mnist_dir=str(SHARED_MNIST), root=root, train_size=train_size, test_size=2000)
+        test = mnist_dataset(False, data)
         images, labels = test.data.clone(), test.targets.clone()
-        recipe = utils.Recipe(epochs=1, batch_size=64, lr=0.1, nesterov=True, schedule="onecycle", degrees=10.0,
-                              zoom_p=0.0)
-        t = utils.prepare("final", recipe, data, torch.device("cpu"), seed=0)
-        utils.fit(t, log_interval=10_000)
+        recipe = Recipe(epochs=1, batch_size=64, lr=0.1, nesterov=True, schedule="onecycle", degrees=10.0, zoom_p=0.0)
+        t = prepare("final", recipe, data, torch.device("cpu"), seed=0)
+        fit(t, log_interval=10_000)
     return images, labels, t.model.state_dict()
 
 
@@ -57,3 +61,10 @@ def trained_model():
     model = S7Final()
     model.load_state_dict(mnist_and_model()[2])
     return model.eval()
+
+
+def grey_to_png(grey):
+    """A grey (H, W) tensor in [0, 1] as a PNG data URL: what the pad sends."""
+    buffer = io.BytesIO()
+    TF.to_pil_image(grey.detach().cpu().float().clamp(0, 1)[None]).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()

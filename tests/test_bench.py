@@ -4,19 +4,42 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
-import bench.run as bench
-import utils
+import bench.measure as measure
+import bench.report as report
+import devices
+from bench.run import RESULTS
+from mnist import TensorLoader
 from model import Net
-from utils import TensorLoader
 
 
-def test_throughput_counts_only_the_timed_batches():
-    images, labels = torch.randn(20 * 8, 1, 28, 28), torch.randint(0, 10, (20 * 8,))
-    ips = bench.train_steps_per_second(TensorLoader(images, labels, 8), Net(), torch.device("cpu"), utils.FP32, 5)
-    assert 0 < ips < 1e6
+def test_throughput_counts_only_the_timed_batches(monkeypatch):
+    """A clock that moves 1 s per batch drawn: 5 timed batches of 8 images after the warm-up take 5 s, so 8 img/s;
+    counting a warm-up batch, or timing one, would give another figure."""
+    now, drawn = [0.0], []
+
+    def batches():  # 8 images each, as many as asked for
+        while True:
+            drawn.append(1)
+            now[0] += 1.0
+            yield torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+
+    monkeypatch.setattr(measure, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    ips = measure.train_steps_per_second(batches(), Net(), torch.device("cpu"), devices.FP32, 5)
+    assert len(drawn) == measure.WARMUP_BATCHES + 5 and ips == 8.0
+
+
+def test_the_timed_step_is_the_training_step(monkeypatch):
+    """The benchmark times `training.train_step`, with the grad scaler that fp16 training uses."""
+    taken = []
+    monkeypatch.setattr(measure, "train_step", lambda t, x, y: taken.append((t.scaler.is_enabled(), len(y))))
+    loader = TensorLoader(torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,)), 8)
+    fp16 = devices.choose_precision(torch.device("cpu"), "float16")
+    measure.train_steps_per_second(loader, Net(), torch.device("cpu"), fp16, 2)
+    assert taken == [(True, 8)] * (measure.WARMUP_BATCHES + 2)
 
 
 MEASURED = {"date": "2026-11-23 10:00 UTC", "command": "make bench",
@@ -27,7 +50,7 @@ RUN = {"model": "net", "recipe": {"epochs": 3, "pipeline": "fast", "batch_size":
 
 
 def test_report_writes_every_section(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "REPORT", tmp_path / "BENCHMARKS.md")
+    monkeypatch.setattr(report, "REPORT", tmp_path / "BENCHMARKS.md")
     gpu_machine = {**MEASURED, "date": "2026-11-27 09:00 UTC", "command": "python -m bench.run --only gpu",
                    "machine": {**MEASURED["machine"], "cpu": "Intel Xeon", "cores": 16, "gpu": "NVIDIA H200"}}
     results = {"throughput": {"measured": MEASURED, "batches": 30, "batch_size": 512, "classic_img_s": 400.0,
@@ -44,7 +67,7 @@ def test_report_writes_every_section(tmp_path, monkeypatch):
                            "runs": [{**RUN, "recipe": {"epochs": 1, "pipeline": "classic", "batch_size": 512}}]},
                "fast": {"measured": MEASURED, "runs": [RUN, {**RUN, "seed": 2}]},
                "gpu": {"measured": gpu_machine, "runs": [{**RUN, "fit_seconds": 5.0}]}}
-    bench.report(json.loads(json.dumps(results)))
+    report.report(json.loads(json.dumps(results)))
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "**3.00x**" in text and "| 2 | 99.50% |" in text and "50 s/epoch measured x 20 = **17 min**" in text
     assert "| `aten::convolution_backward` | 40 | 500 | 50.0% |" in text
@@ -65,13 +88,13 @@ def test_report_writes_every_section(tmp_path, monkeypatch):
 def test_sections_are_kept_per_kind_of_cpu_and_capped_ones_apart(tmp_path, monkeypatch):
     """`make bench-avx2` on an AVX512-BF16 CPU, and a real AVX2 CPU: each one's figures sit beside the others,
     never over them, and each heading says which kind of CPU they hold on."""
-    monkeypatch.setattr(bench, "REPORT", tmp_path / "BENCHMARKS.md")
+    monkeypatch.setattr(report, "REPORT", tmp_path / "BENCHMARKS.md")
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
-    monkeypatch.setattr(utils, "cpu_isa", lambda capped=True: "AVX2" if capped else "AVX512-BF16")
-    capped = {**MEASURED, "machine": bench.machine()}
+    monkeypatch.setattr(measure, "cpu_isa", lambda capped=True: "AVX2" if capped else "AVX512-BF16")
+    capped = {**MEASURED, "machine": measure.machine()}
     assert capped["machine"]["isa_cap"] == "AVX2" and capped["machine"]["cpu_isa"] == "AVX512-BF16"
     laptop = {**MEASURED, "machine": {**MEASURED["machine"], "isa": "AVX2", "cpu_isa": "AVX2", "isa_cap": None}}
-    assert [bench.section_key("fast", m["machine"]) for m in (MEASURED, capped, laptop)] == [
+    assert [report.section_key("fast", m["machine"]) for m in (MEASURED, capped, laptop)] == [
         "fast@avx512-bf16", "fast@avx2-capped", "fast@avx2"]
     throughput = {"batches": 30, "batch_size": 512, "classic_img_s": 400.0, "fast_img_s": 1200.0, "ratio": 3.0,
                   "fast_precision": "float32", "recipe_batch_size": 128, "recipe_batches": 120, "recipe_img_s": 700.0,
@@ -79,7 +102,7 @@ def test_sections_are_kept_per_kind_of_cpu_and_capped_ones_apart(tmp_path, monke
                   "peak_gflops": {"float32": 146.0, "bfloat16": 410.0}}
     classic_run = {**RUN, "recipe": {"epochs": 1, "pipeline": "classic", "batch_size": 512},
                    "precision": "torch.float32"}  # as older records have it
-    bench.report(json.loads(json.dumps({
+    report.report(json.loads(json.dumps({
         "fast@avx2-capped": {"measured": capped, "runs": [{**RUN, "wall_seconds": 300.0}]},
         "fast@avx512-bf16": {"measured": MEASURED, "runs": [RUN]},
         "fast@avx2": {"measured": laptop, "runs": [{**RUN, "wall_seconds": 200.0}]},
@@ -102,10 +125,10 @@ def test_sections_are_kept_per_kind_of_cpu_and_capped_ones_apart(tmp_path, monke
 
 
 def test_report_reads_the_committed_results(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "REPORT", tmp_path / "BENCHMARKS.md")
-    results = json.loads(bench.RESULTS.read_text())
+    monkeypatch.setattr(report, "REPORT", tmp_path / "BENCHMARKS.md")
+    results = json.loads(RESULTS.read_text())
     assert all("measured" in section for section in results.values())
-    bench.report(results)
+    report.report(results)
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "## Targets" in text and text.count("Measured by") == len(results)
     assert "matmul peak" in text or "peak_gflops" not in results["throughput"]
@@ -113,22 +136,22 @@ def test_report_reads_the_committed_results(tmp_path, monkeypatch):
 
 def test_targets_fail_when_one_seed_misses():
     run = {"test_acc": [99.0] * 7 + [99.45, 99.5, 99.41] + [99.5, 99.39, 99.6], "final_acc": 99.6}
-    rows = bench.targets({"s7": {"measured": MEASURED, "runs": [run, {**run, "test_acc": [99.5] * 15}]}})
+    rows = report.targets({"s7": {"measured": MEASURED, "runs": [run, {**run, "test_acc": [99.5] * 15}]}})
     assert [met for _, _, met in rows] == [False, True]  # 99.39 in the last 3; epochs 8-10 all >= 99.4
 
 
 def test_flops_per_training_image_and_the_matmul_peak():
-    assert 200e6 < bench.train_flops_per_image(Net()) < 250e6  # ~3x the forward pass's ~75 MFLOP
-    assert bench.matmul_gflops(torch.float32, seconds=0.05) > 0
+    assert 200e6 < measure.train_flops_per_image(Net()) < 250e6  # ~3x the forward pass's ~75 MFLOP
+    assert measure.matmul_gflops(torch.float32, seconds=0.05) > 0
 
 
 def test_markdown_table():
-    assert bench.table(["a", "b"], [(1, "x")], "lr") == ["| a | b |", "|---|---:|", "| 1 | x |"]
+    assert report.table(["a", "b"], [(1, "x")], "lr") == ["| a | b |", "|---|---:|", "| 1 | x |"]
 
 
 def test_profile_names_the_costliest_operators():
     images, labels = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
-    ops = bench.profile_ops(TensorLoader(images, labels, 16), torch.device("cpu"), utils.FP32, batches=2, top=5)
+    ops = measure.profile_ops(TensorLoader(images, labels, 16), torch.device("cpu"), devices.FP32, batches=2, top=5)
     assert 0 < len(ops) <= 5 and all(0 < o["share"] <= 1 for o in ops)
     assert any("conv" in o["op"] for o in ops)
 
@@ -136,22 +159,22 @@ def test_profile_names_the_costliest_operators():
 def test_peak_memory_is_this_process_not_its_parent():
     big = torch.ones(64 * 2**20, dtype=torch.uint8)  # 64 MiB in the parent
     big += 1
-    code = "import bench.run as b; print(b.peak_rss_mib())"
+    code = "import bench.measure as b; print(b.peak_rss_mib())"
     child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                 cwd=Path(bench.__file__).parents[1]).stdout)
-    assert 0 < child < bench.peak_rss_mib()
+                                 cwd=Path(measure.__file__).parents[1]).stdout)
+    assert 0 < child < measure.peak_rss_mib()
 
 
 def test_fp32_layouts_measures_each_batch_size_in_both_layouts(monkeypatch):
     images, labels = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
-    monkeypatch.setattr(utils, "fast_loaders", lambda recipe, *args: (TensorLoader(images, labels, recipe.batch_size,
+    monkeypatch.setattr(measure, "fast_loaders", lambda recipe, *args: (TensorLoader(images, labels, recipe.batch_size,
                                                                                    shuffle=True, seed=0), None))
     seen = []
-    monkeypatch.setattr(bench, "train_steps_per_second", lambda loader, model, device, precision, batches: seen.append(
-        (loader.batch_size, model.conv2.weight.is_contiguous(memory_format=torch.channels_last), precision,
-         batches)) or 100.0)
-    result = bench.fp32_layouts(None, batch_sizes=(8, 16), images=64)
-    assert seen == [(8, True, utils.FP32, 8), (8, False, utils.FP32, 8), (16, True, utils.FP32, 4),
-                    (16, False, utils.FP32, 4)]
+    monkeypatch.setattr(measure, "train_steps_per_second", lambda loader, model, device, precision, batches:
+                        seen.append((loader.batch_size, model.conv2.weight.is_contiguous(
+                            memory_format=torch.channels_last), precision, batches)) or 100.0)
+    result = measure.fp32_layouts(None, batch_sizes=(8, 16), images=64)
+    assert seen == [(8, True, devices.FP32, 8), (8, False, devices.FP32, 8), (16, True, devices.FP32, 4),
+                    (16, False, devices.FP32, 4)]
     assert [(r["batch_size"], r["layout"]) for r in result["rows"]] == [(8, "channels_last"), (8, "contiguous"),
                                                                         (16, "channels_last"), (16, "contiguous")]

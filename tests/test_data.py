@@ -5,9 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-import utils
+import mnist
+import training
 from conftest import make_digits, write_idx
-from utils import MEAN, STD, Data, MNISTDataError, Recipe, classic_loaders, mnist_dataset
+from mnist import MEAN, STD, Data, MNISTDataError, classic_loaders, mnist_dataset
+from recipes import Recipe
 
 CPU = torch.device("cpu")
 
@@ -89,11 +91,11 @@ def test_broken_file_already_in_the_data_root_is_named(mnist_dir, data_root):
 
 def test_transforms_shape_and_normalisation():
     black_and_white = Image.fromarray(torch.tensor([[0] * 28] * 14 + [[255] * 28] * 14, dtype=torch.uint8).numpy())
-    x = utils.test_transforms()(black_and_white)
+    x = mnist.test_transforms()(black_and_white)
     assert x.shape == (1, 28, 28)
     torch.testing.assert_close(x[0, 0, 0].item(), -MEAN / STD)
     torch.testing.assert_close(x[0, -1, 0].item(), (1 - MEAN) / STD)
-    y = utils.train_transforms(Recipe())(black_and_white)
+    y = mnist.train_transforms(Recipe())(black_and_white)
     assert y.shape == (1, 28, 28) and y.min() >= -MEAN / STD - 1e-6 and y.max() <= (1 - MEAN) / STD + 1e-6
 
 
@@ -136,20 +138,20 @@ def test_a_new_mnist_dir_replaces_the_staged_files(mnist_dir, data_root, tmp_pat
 @pytest.mark.parametrize("pipeline", ["fast", "classic"])
 def test_a_validation_split_holds_out_the_last_training_images(mnist_dir, data_root, pipeline):
     data = Data(mnist_dir, data_root, valid_size=16)
-    train_loader, eval_loader = utils.make_loaders(Recipe(pipeline=pipeline, batch_size=8), data, 0, CPU)
+    train_loader, eval_loader = mnist.make_loaders(Recipe(pipeline=pipeline, batch_size=8), data, 0, CPU)
     _, labels = make_digits(96, 0)
     assert len(train_loader.dataset) == 80 and len(eval_loader.dataset) == 16
     assert torch.equal(torch.cat([y for _, y in eval_loader]), labels[80:].long())  # in order, not augmented
     held_out = torch.cat([x for x, _ in eval_loader])
     assert torch.allclose(held_out[:, 0], (make_digits(96, 0)[0][80:].float() / 255 - MEAN) / STD, atol=1e-6)
     sizes = Data(mnist_dir, data_root, valid_size=16, train_size=10, test_size=4)
-    train_loader, eval_loader = utils.make_loaders(Recipe(pipeline=pipeline, batch_size=8), sizes, 0, CPU)
+    train_loader, eval_loader = mnist.make_loaders(Recipe(pipeline=pipeline, batch_size=8), sizes, 0, CPU)
     assert len(train_loader.dataset) == 10 and len(eval_loader.dataset) == 4
 
 
 def test_the_run_says_what_it_evaluates_on(mnist_dir, data_root, capsys):
-    t = utils.prepare("final", Recipe(epochs=1, batch_size=32), Data(mnist_dir, data_root, valid_size=16), CPU)
-    utils.test(t)
+    t = training.prepare("final", Recipe(epochs=1, batch_size=32), Data(mnist_dir, data_root, valid_size=16), CPU)
+    training.test(t)
     assert capsys.readouterr().out.startswith("Validation set: average loss")
 
 

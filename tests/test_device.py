@@ -11,11 +11,18 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
+import checkpoints
+import devices
 import draw
 import main
-import utils
+import mnist
+import recipes
+import training
 from conftest import ACCELERATORS, DEVICES, on_device
-from utils import Data, Recipe, TensorLoader, choose_precision
+from devices import choose_precision
+from mnist import Data, TensorLoader
+from plots import plot_confusion, plot_correct, plot_digits, plot_missed, plot_samples, plot_stats
+from recipes import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA, MPS, CPU = torch.device("cuda"), torch.device("mps"), torch.device("cpu")
@@ -58,31 +65,31 @@ def test_native_bf16_on_cuda_does_not_count_emulation(monkeypatch):
         return including_emulation  # what a T4 answers
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
-    assert utils.native_bf16(CUDA) is False and asked == {"including_emulation": False}
+    assert devices.native_bf16(CUDA) is False and asked == {"including_emulation": False}
     assert choose_precision(CUDA).dtype == torch.float16
 
 
 def test_native_bf16_on_cpus_follows_their_flags(monkeypatch):
-    monkeypatch.setattr(utils, "cpu_has_fast_bf16", lambda: True)
-    assert utils.native_bf16(CPU) and choose_precision(CPU).dtype == torch.bfloat16
-    monkeypatch.setattr(utils, "cpu_has_fast_bf16", lambda: False)
-    assert not utils.native_bf16(CPU) and choose_precision(CPU).dtype is None
-    assert not utils.native_bf16(MPS)
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: True)
+    assert devices.native_bf16(CPU) and choose_precision(CPU).dtype == torch.bfloat16
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)
+    assert not devices.native_bf16(CPU) and choose_precision(CPU).dtype is None
+    assert not devices.native_bf16(MPS)
 
 
 def test_generators_live_on_the_device_but_not_on_mps():
-    assert utils.generator_device(MPS) == CPU  # randperm/rand refuse an MPS generator (pytorch#110820)
-    assert utils.generator_device(CUDA) == CUDA and utils.generator_device(CPU) == CPU
+    assert devices.generator_device(MPS) == CPU  # randperm/rand refuse an MPS generator (pytorch#110820)
+    assert devices.generator_device(CUDA) == CUDA and devices.generator_device(CPU) == CPU
 
 
 def test_memory_format_per_device():
-    assert utils.memory_format(CPU) == utils.memory_format(CUDA) == torch.channels_last
-    assert utils.memory_format(MPS) == torch.contiguous_format
+    assert devices.memory_format(CPU) == devices.memory_format(CUDA) == torch.channels_last
+    assert devices.memory_format(MPS) == torch.contiguous_format
 
 
 def test_the_loader_asks_where_its_generator_lives(monkeypatch):
     asked = []
-    monkeypatch.setattr(utils, "generator_device", lambda device: asked.append(device) or CPU)
+    monkeypatch.setattr(mnist, "generator_device", lambda device: asked.append(device) or CPU)
     TensorLoader(torch.zeros(4, 1, 28, 28), torch.zeros(4), 2, shuffle=True)
     assert asked == [CPU]
 
@@ -90,13 +97,13 @@ def test_the_loader_asks_where_its_generator_lives(monkeypatch):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 def test_asking_for_cuda_without_it_is_one_clear_error():
     with pytest.raises(ValueError, match="CUDA is not available here .*: use 'cpu' or 'auto'"):
-        utils.get_device("cuda")
+        devices.get_device("cuda")
 
 
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="MPS is available here")
 def test_asking_for_mps_off_a_mac_is_one_clear_error():
     with pytest.raises(ValueError, match="MPS is only on Apple-silicon Macs"):
-        utils.get_device("mps")
+        devices.get_device("mps")
 
 
 # ----------------------------------------------------------------------------- fp16 + GradScaler (runs on CPU too)
@@ -104,21 +111,21 @@ def test_asking_for_mps_off_a_mac_is_one_clear_error():
 
 def test_fp16_with_a_grad_scaler_trains_and_its_state_is_checkpointed(mnist_dir, data_root, tmp_path):
     recipe = Recipe(precision="float16", schedule="none", epochs=1, batch_size=32, lr=0.05, degrees=0, zoom_p=0)
-    t = utils.prepare("final", recipe, Data(mnist_dir, data_root), CPU, seed=0)  # small: fp16 is slow on CPUs
+    t = training.prepare("final", recipe, Data(mnist_dir, data_root), CPU, seed=0)  # small: fp16 is slow on CPUs
     assert t.scaler.is_enabled() and t.precision.scaled
-    before, _ = utils.test(t, t.train_loader)
+    before, _ = training.test(t, t.train_loader)
     for _ in range(10):
-        utils.train(t)
-    after, _ = utils.test(t, t.train_loader)
+        training.train(t)
+    after, _ = training.test(t, t.train_loader)
     assert after < 0.7 * before
-    utils.save_checkpoint(tmp_path / "c.pt", t)
-    resumed = utils.prepare("final", recipe, Data(mnist_dir, data_root), CPU, seed=0)
-    utils.load_checkpoint(tmp_path / "c.pt", resumed)
+    checkpoints.save_checkpoint(tmp_path / "c.pt", t)
+    resumed = training.prepare("final", recipe, Data(mnist_dir, data_root), CPU, seed=0)
+    checkpoints.load_checkpoint(tmp_path / "c.pt", resumed)
     assert resumed.scaler.state_dict() == t.scaler.state_dict()
 
 
 def test_no_scaler_without_fp16(mnist_dir, data_root):
-    t = utils.prepare("net", Recipe(precision="float32", epochs=1), Data(mnist_dir, data_root), CPU)
+    t = training.prepare("net", Recipe(precision="float32", epochs=1), Data(mnist_dir, data_root), CPU)
     assert not t.scaler.is_enabled()
 
 
@@ -141,12 +148,12 @@ def test_the_stand_in_device_tensor_refuses_numpy_like_a_real_one(digits):
 
 
 PLOTS = {
-    "digits": lambda images, targets, preds: utils.plot_digits(images[:5], ["a"] * 5),
-    "samples": lambda images, targets, preds: utils.plot_samples(TensorLoader(images, targets, 8, shuffle=True,
+    "digits": lambda images, targets, preds: plot_digits(images[:5], ["a"] * 5),
+    "samples": lambda images, targets, preds: plot_samples(TensorLoader(images, targets, 8, shuffle=True,
                                                                               degrees=10.0, zoom_p=0.5)),
-    "missed": utils.plot_missed,
-    "correct": utils.plot_correct,
-    "confusion": lambda images, targets, preds: utils.plot_confusion(targets, preds),
+    "missed": plot_missed,
+    "correct": plot_correct,
+    "confusion": lambda images, targets, preds: plot_confusion(targets, preds),
     "prediction": lambda images, targets, preds: draw.plot_prediction(images[:1], images[0, 0, 0, :10].softmax(0),
                                                                        images[0, 0].abs()),
 }
@@ -165,7 +172,7 @@ def test_every_plot_takes_device_tensors(digits, plot):
 @pytest.mark.parametrize("device", DEVICES)
 def test_fast_loaders_on_the_device(device, mnist_dir, data_root):
     recipe = Recipe(batch_size=32, degrees=15.0, zoom_p=0.5)
-    train_loader, test_loader = utils.fast_loaders(recipe, Data(mnist_dir, data_root), 0, torch.device(device))
+    train_loader, test_loader = mnist.fast_loaders(recipe, Data(mnist_dir, data_root), 0, torch.device(device))
     x, y = next(iter(train_loader))
     assert x.device.type == y.device.type == device and x.shape == (32, 1, 28, 28)
     assert not torch.equal(x.cpu(), train_loader.images[:32].cpu())  # augmented, on the device
@@ -175,16 +182,16 @@ def test_fast_loaders_on_the_device(device, mnist_dir, data_root):
 @pytest.mark.parametrize("device", DEVICES)
 def test_plots_of_a_run_on_the_device(device, mnist_dir, data_root, tmp_path):
     recipe = Recipe(schedule="none", epochs=1, batch_size=32, lr=0.05)
-    t = utils.prepare("net", recipe, Data(mnist_dir, data_root), torch.device(device))
-    utils.fit(t)
-    utils.plot_samples(t.train_loader, save=tmp_path / "samples.png")
+    t = training.prepare("net", recipe, Data(mnist_dir, data_root), torch.device(device))
+    training.fit(t)
+    plot_samples(t.train_loader, save=tmp_path / "samples.png")
     images, targets = next(iter(t.test_loader))
     with torch.no_grad():
         preds = t.model(images).argmax(dim=1)  # straight from the device, no .cpu() on the way
-    utils.plot_missed(images, targets, preds, save=tmp_path / "missed.png")
-    utils.plot_correct(images, targets, preds, save=tmp_path / "correct.png")
-    utils.plot_confusion(targets, preds, save=tmp_path / "confusion.png")
-    utils.plot_stats(t.history, save=tmp_path / "stats.png")
+    plot_missed(images, targets, preds, save=tmp_path / "missed.png")
+    plot_correct(images, targets, preds, save=tmp_path / "correct.png")
+    plot_confusion(targets, preds, save=tmp_path / "confusion.png")
+    plot_stats(t.history, save=tmp_path / "stats.png")
     plt.close("all")
     assert len(list(tmp_path.glob("*.png"))) == 5
 
@@ -198,7 +205,7 @@ def test_main_trains_resumes_and_predicts_on_the_device(device, mnist_dir, data_
               "--ema", 0.9]  # the weight average too: updated, checkpointed and predicted with on the device
     assert main.main([str(a) for a in [*common, "--epochs", 1]]) == 0
     assert main.main([str(a) for a in [*common, "--epochs", 2, "--resume", tmp_path / "ck.pt"]]) == 0
-    assert utils.read_checkpoint(tmp_path / "ck.pt")["epoch"] == 2
+    assert checkpoints.read_checkpoint(tmp_path / "ck.pt")["epoch"] == 2
     assert main.main(["predict", str(draw_seven(tmp_path / "7.png")), "--checkpoint", str(tmp_path / "ck.pt"),
                       "--device", device, "--show", "--out", str(tmp_path / "views")]) == 0
     out = capsys.readouterr().out
@@ -209,7 +216,7 @@ def test_main_trains_resumes_and_predicts_on_the_device(device, mnist_dir, data_
 def test_lr_find_on_the_device_puts_everything_back(device, mnist_dir, data_root):
     from lr_finder import lr_find
 
-    t = utils.prepare("net", Recipe(batch_size=32, epochs=1), Data(mnist_dir, data_root), torch.device(device))
+    t = training.prepare("net", Recipe(batch_size=32, epochs=1), Data(mnist_dir, data_root), torch.device(device))
     weights = {k: v.clone() for k, v in t.model.state_dict().items()}
     result = lr_find(t, start=1e-3, end=1.0, num=8)
     assert len(result.lrs) > 1 and all(torch.equal(v, weights[k]) for k, v in t.model.state_dict().items())
@@ -283,9 +290,9 @@ def test_in_colab_without_the_repo_it_says_how_to_get_it(monkeypatch, tmp_path, 
 
 
 def test_prepare_lays_the_model_out_for_the_device_and_picks_its_precision(mnist_dir, data_root, monkeypatch):
-    monkeypatch.setattr(utils, "cpu_has_fast_bf16", lambda: False)
-    t = utils.prepare("net", replace(utils.RECIPES["fast"], epochs=1), Data(mnist_dir, data_root), CPU)
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)
+    t = training.prepare("net", replace(recipes.RECIPES["fast"], epochs=1), Data(mnist_dir, data_root), CPU)
     assert t.model.conv2.weight.is_contiguous(memory_format=torch.channels_last)
     assert t.precision.dtype is None and "no native bf16 on this CPU" in str(t.precision)
-    assert utils.device_name(CPU).startswith("cpu (")
+    assert devices.device_name(CPU).startswith("cpu (")
 

@@ -9,17 +9,18 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 from comm import DummyComm
-from draw_support import STROKES, mnist_and_model, one_thread, trained_model
+from draw_support import STROKES, grey_to_png, mnist_and_model, one_thread, trained_model
 from PIL import Image
 
 import draw
-import utils
+import mnist
+import training
+from digits import load_digit, to_mnist
 from draw import (
     BLANK,
     DigitPad,
     UntrainedModelError,
     draw_digit,
-    grey_to_png,
     mnist_to_canvas,
     plot_prediction,
     png_to_grey,
@@ -96,10 +97,10 @@ def test_to_mnist_is_load_digits_preprocessing(tmp_path, pad):
     for i, png in enumerate(drawings):
         path = tmp_path / f"{i}.png"
         path.write_bytes(base64.b64decode(png.split(",", 1)[1]))  # the very PNG the pad sends, as a file
-        expected = utils.load_digit(path)
-        assert torch.equal(utils.to_mnist(png_to_grey(png)), expected)
+        expected = load_digit(path)
+        assert torch.equal(to_mnist(png_to_grey(png)), expected)
         state = draw_on(pad, png)
-        assert torch.allclose(torch.tensor(state["view"]), (expected * utils.STD + utils.MEAN).flatten(), atol=1e-6)
+        assert torch.allclose(torch.tensor(state["view"]), (expected * mnist.STD + mnist.MEAN).flatten(), atol=1e-6)
     assert state["label"] == 1
 
 
@@ -139,7 +140,7 @@ def test_blank_canvas_says_draw_a_digit(pad):
     assert draw_on(pad, "data:image/png;base64,bm90IGEgcG5n")["message"].startswith("could not read the drawing")
 
 
-@pytest.mark.parametrize("history", [utils.new_history(), {"test_acc": []}, False])
+@pytest.mark.parametrize("history", [training.new_history(), {"test_acc": []}, False])
 def test_model_with_no_finished_epoch_is_refused(history):
     for make in (lambda: DigitPad(S7Final(), history), lambda: draw_digit(S7Final(), history, static=True)):
         with pytest.raises(UntrainedModelError, match="not finished an epoch.*train it first"):
@@ -148,7 +149,7 @@ def test_model_with_no_finished_epoch_is_refused(history):
 
 
 def test_predict_gives_probabilities_and_a_normalised_saliency_and_leaves_the_model_as_it_was(model):
-    digit = utils.to_mnist(strokes_to_canvas(STROKES[1]))
+    digit = to_mnist(strokes_to_canvas(STROKES[1]))
     model.to(memory_format=torch.channels_last).train()  # as the notebook leaves it
     probs, saliency = predict(model, digit)
     assert probs.shape == (10,) and abs(probs.sum().item() - 1) < 1e-5 and int(probs.argmax()) == 1
@@ -158,7 +159,7 @@ def test_predict_gives_probabilities_and_a_normalised_saliency_and_leaves_the_mo
     model.eval()
     assert torch.equal(predict(model, digit)[0], probs) and not model.training
     # the saliency is where the ink is: more of it inside the stroke's box than outside
-    view = digit[0, 0] * utils.STD + utils.MEAN
+    view = digit[0, 0] * mnist.STD + mnist.MEAN
     assert saliency[view > 0.5].mean() > saliency[view < 0.01].mean()
 
 

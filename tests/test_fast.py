@@ -7,9 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-import utils
+import devices
+import mnist
+import training
 from conftest import make_digits
-from utils import BLACK, MEAN, STD, Data, Recipe, TensorLoader, augment, fast_loaders, mnist_tensors
+from mnist import BLACK, MEAN, STD, Data, TensorLoader, augment, fast_loaders, mnist_tensors
+from recipes import Recipe
 
 CPU = torch.device("cpu")
 
@@ -39,7 +42,7 @@ def orientation_and_length(images):
 def seed_path(image, n):
     """n draws of the original S5 PIL transforms of `image`, back in [0, 1]."""
     pil = Image.fromarray(image.numpy())
-    tf = utils.train_transforms(Recipe())
+    tf = mnist.train_transforms(Recipe())
     return torch.stack([tf(pil) for _ in range(n)]) * STD + MEAN
 
 
@@ -135,7 +138,7 @@ def test_the_cpu_probe_follows_the_cap_on_onednn(flags, cap, isa, fast_bf16, tmp
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     if cap:
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
-    assert (utils.cpu_isa(cpuinfo), utils.cpu_has_fast_bf16(cpuinfo)) == (isa, fast_bf16)
+    assert (devices.cpu_isa(cpuinfo), devices.cpu_has_fast_bf16(cpuinfo)) == (isa, fast_bf16)
 
 
 def test_the_cpu_probe_reads_the_older_name_of_the_cap_and_stays_in_fp32_off_linux(tmp_path, monkeypatch):
@@ -143,20 +146,28 @@ def test_the_cpu_probe_reads_the_older_name_of_the_cap_and_stays_in_fp32_off_lin
     cpuinfo.write_text(f"flags : {BF16_CPU}\n")
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
-    assert utils.isa_cap() == "AVX2" and not utils.cpu_has_fast_bf16(cpuinfo)
+    assert devices.isa_cap() == "AVX2" and not devices.cpu_has_fast_bf16(cpuinfo)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")  # the current name wins, as in oneDNN
-    assert utils.isa_cap() == "AVX512_CORE_BF16" and utils.cpu_has_fast_bf16(cpuinfo)
-    assert not utils.cpu_has_fast_bf16(tmp_path / "missing")  # no /proc/cpuinfo (macOS, Windows): fp32
-    assert utils.cpu_isa(tmp_path / "missing") == platform.machine()
+    assert devices.isa_cap() == "AVX512_CORE_BF16" and devices.cpu_has_fast_bf16(cpuinfo)
+    assert not devices.cpu_has_fast_bf16(tmp_path / "missing")  # no /proc/cpuinfo (macOS, Windows): fp32
+    assert devices.cpu_isa(tmp_path / "missing") == platform.machine()
+
+
+def test_the_cpu_probe_names_the_cpu(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9B14 96-Core Processor\nflags\t\t: fpu avx2\n\n"
+                       "processor\t: 1\nmodel name\t: AMD EPYC 9B14 96-Core Processor\nflags\t\t: fpu avx2\n")
+    assert devices.cpu_name(cpuinfo) == "AMD EPYC 9B14 96-Core Processor" and devices.cpu_isa(cpuinfo) == "AVX2"
+    assert devices.cpu_name(tmp_path / "missing") == platform.processor()  # no /proc/cpuinfo: what Python knows
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])  # float16: tests/test_device.py
 def test_training_steps_in_each_precision_and_channels_last(precision, mnist_dir, data_root):
     recipe = Recipe(precision=precision, schedule="none", batch_size=32, lr=0.05, degrees=0.0, zoom_p=0.0)
-    t = utils.prepare("net", recipe, Data(mnist_dir, data_root), CPU, seed=0)
+    t = training.prepare("net", recipe, Data(mnist_dir, data_root), CPU, seed=0)
     assert t.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    before, _ = utils.test(t, t.train_loader)
+    before, _ = training.test(t, t.train_loader)
     for _ in range(15):
-        utils.train(t)
-    after, _ = utils.test(t, t.train_loader)
+        training.train(t)
+    after, _ = training.test(t, t.train_loader)
     assert after < 0.5 * before

@@ -7,16 +7,19 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import utils
+import training
 from conftest import make_digits
+from devices import FP32
 from lr_finder import LRFinderResult, lr_find, lr_schedule, plot_lr_find, steep, suggest, valley
-from utils import FP32, MEAN, STD, Recipe, TensorLoader, get_loss, get_optimizer, get_scheduler
+from mnist import MEAN, STD, TensorLoader
+from recipes import Recipe
+from training import get_loss, get_optimizer, get_scheduler
 
 CPU = torch.device("cpu")
 
 
 def trainer(model, loader, optimizer, criterion, scheduler=None):
-    """What `lr_find` and `utils.train` use of a `utils.Trainer`, around any model and loader."""
+    """What `lr_find` and `training.train` use of a `training.Trainer`, around any model and loader."""
     return SimpleNamespace(model=model, train_loader=loader, optimizer=optimizer, criterion=criterion,
                            scheduler=scheduler, device=CPU, precision=FP32,
                            scaler=torch.amp.GradScaler("cpu", enabled=False), ema=None)
@@ -109,7 +112,7 @@ def test_model_optimizer_and_modes_are_put_back_with_a_scheduler_attached():
     optimizer = get_optimizer(model, recipe)
     scheduler = get_scheduler(optimizer, recipe, steps_per_epoch=len(loader))
     t = trainer(model, loader, optimizer, criterion, scheduler)
-    utils.train(t)  # momentum buffers, BN stats, a scheduled lr
+    training.train(t)  # momentum buffers, BN stats, a scheduled lr
     model.eval()
     model[4].train()  # one module in another mode than the rest: each module's mode is put back
     weights = {k: v.clone() for k, v in model.state_dict().items()}
@@ -136,7 +139,7 @@ def test_training_after_lr_find_is_bit_identical_to_training_without(make_loader
         t = trainer(model, loader, optimizer, criterion, get_scheduler(optimizer, recipe, len(loader)))
         if find_first:
             lr_find(t, num=8)  # > one pass: reshuffles, draws dropout
-        losses = [utils.train(t) for _ in range(2)]
+        losses = [training.train(t) for _ in range(2)]
         return losses, model.state_dict(), torch.get_rng_state()
 
     (losses, weights, rng), (losses_after, weights_after, rng_after) = run(False), run(True)
@@ -158,18 +161,23 @@ def valley_curve():
     return rise + fall + [fall[-1] + 0.1 * i for i in range(1, 20)]
 
 
-def test_valley_is_two_thirds_along_the_longest_decreasing_run():
+def test_valley_is_about_half_way_along_the_longest_decreasing_run_as_fastai_reads_it():
     lrs, losses = list(range(100)), valley_curve()
-    assert valley(lrs, losses) == 60  # the run is 20..80
-    losses[50] += 0.1  # a bump in the fall is stepped over, not a cut
-    assert valley(lrs, losses) == 60
+    # the run is 20..80, L = 61 points ending at 80: fastai's start 80 - 61 = 19, then + int(61/3) + int(61/6)
+    assert valley(lrs, losses) == 19 + 20 + 10
+    losses[50] += 0.1  # a bump in the fall is stepped over, not a cut: 60 points, 20..80 without 50
+    assert valley(lrs, losses) == 20 + 20 + 10
+
+
+def test_valley_of_a_short_run_at_the_start_stays_on_the_curve():
+    assert valley([1, 2, 3, 4], [2.0, 1.0, 3.0, 4.0]) == 1  # L = 2 ending at 1: fastai's index -1, the last rate
 
 
 def test_suggestions_skip_the_start_and_the_blow_up():
     lrs = lr_schedule(1e-5, 10.0, 100)
     losses = [10.0] + valley_curve()[1:]  # a noisy first point would otherwise start the longest run
-    assert suggest(lrs, losses)[1] == lrs[60]
-    assert valley(lrs, losses) == lrs[53]  # the run 0, 20..80
+    assert suggest(lrs, losses)[1] == lrs[49]  # the first 10 and the last 5 points skipped: the run 20..80
+    assert valley(lrs, losses) == lrs[18 + 20 + 10]  # the run 0, 20..80: 62 points ending at 80
     assert suggest(lrs[:7], losses[:7]) == (None, None)
 
 

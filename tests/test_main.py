@@ -3,15 +3,20 @@
 import json
 import re
 import shutil
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image, ImageDraw, PngImagePlugin
 
+import checkpoints
 import main
+import mnist
+import recipes
 import runs
-import utils
+import training
+from digits import load_digit
 
 
 @pytest.fixture
@@ -58,7 +63,7 @@ def test_train_writes_plots_history_checkpoint_and_a_final_line(run, train_args,
     for name in ("history.json", "stats.png", "missed.png", "correct.png", "confusion.png", "net_weights.pt"):
         assert (tmp_path / "out" / name).exists(), name
     assert len(json.loads((tmp_path / "out" / "history.json").read_text())["test_acc"]) == 2
-    state = utils.read_checkpoint(tmp_path / "ck.pt")
+    state = checkpoints.read_checkpoint(tmp_path / "ck.pt")
     assert state["epoch"] == 2 and state["config"]["model"] == "net" and state["config"]["recipe"]["epochs"] == 2
 
 
@@ -80,11 +85,26 @@ def test_help_lists_the_flags(run):
                  "--resume", "--recipe", "--schedule", "--label-smoothing", "--precision", "--zoom-p", "--no-nesterov"):
         assert flag in out, flag
     assert "SGD learning rate (the peak one for 'onecycle')" in out  # help text from the Recipe's comments
+    flat = " ".join(out.split())  # argparse wraps the help
+    assert "(the peak one for 'onecycle') (fast: 0.2, classic: 0.01, s7: 0.2)" in flat  # each recipe's value
+    assert "Nesterov momentum (fast: True, classic: False, s7: True)" in flat
+
+
+def test_train_and_lr_find_write_into_outputs_not_images(run, train_args, tmp_path, runs_dir, monkeypatch):
+    """By default each run's figures and history go to outputs/ in a folder named as its record in runs/, and the
+    range test's plot to outputs/: the committed figures of images/ are the notebooks'."""
+    monkeypatch.setattr(main, "OUTPUTS_DIR", tmp_path / "outputs")
+    args = [a for a in train_args if a not in ("--out", tmp_path / "out")]
+    assert run(*args, "--epochs", 1)[0] == 0
+    (record,) = runs_dir.glob("*.json")
+    assert (tmp_path / "outputs" / record.stem / "history.json").exists()
+    assert run("lr-find", *args[1:5], "--num", 5)[0] == 0
+    assert (tmp_path / "outputs" / "lr_find.png").exists() and not (tmp_path / "out").exists()
 
 
 def during_epoch(monkeypatch, epoch, action):
     """Call `action()` during the given epoch (as it is being tested)."""
-    real_test, calls = utils.test, []
+    real_test, calls = training.test, []
 
     def test(*args, **kwargs):
         calls.append(1)
@@ -92,7 +112,7 @@ def during_epoch(monkeypatch, epoch, action):
             action()
         return real_test(*args, **kwargs)
 
-    monkeypatch.setattr(utils, "test", test)
+    monkeypatch.setattr(training, "test", test)
 
 
 def interrupt_in_epoch(monkeypatch, epoch):
@@ -120,7 +140,7 @@ def test_interrupted_and_resumed_run_ends_exactly_as_an_uninterrupted_one(run, t
                        "--data-dir", train_args[2], "--out", tmp_path / "out", "--test-batch-size", 16)
     assert code == 0 and "after epoch 1" in out
 
-    whole, part = utils.read_checkpoint(tmp_path / "whole.pt"), utils.read_checkpoint(tmp_path / "part.pt")
+    whole, part = checkpoints.read_checkpoint(tmp_path / "whole.pt"), checkpoints.read_checkpoint(tmp_path / "part.pt")
     for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
         assert whole["history"][key] == part["history"][key], key
     for name, tensor in whole["model"].items():
@@ -131,17 +151,17 @@ def test_a_notebook_checkpoint_resumes_under_its_own_recipe(run, mnist_dir, data
     """What S5.ipynb saves (prepare + fit) goes on with `main.py train --resume` under the recipe it was trained
     with, whichever recipe that was."""
     for name in ("classic", "fast"):
-        recipe = utils.replace(utils.RECIPES[name], epochs=2, batch_size=32)
-        t = utils.prepare("net", recipe, utils.Data(mnist_dir, data_root), torch.device("cpu"))
+        recipe = replace(recipes.RECIPES[name], epochs=2, batch_size=32)
+        t = training.prepare("net", recipe, mnist.Data(mnist_dir, data_root), torch.device("cpu"))
         with pytest.MonkeyPatch.context() as patch:
             interrupt_in_epoch(patch, 2)
-            utils.fit(t, checkpoint=tmp_path / f"{name}.pt")
+            training.fit(t, checkpoint=tmp_path / f"{name}.pt")
         code, out, err = run("train", "--resume", tmp_path / f"{name}.pt", "--data-dir", mnist_dir, "--data-root",
                              data_root, "--out", tmp_path / "out")
         assert code == 0, err
         assert f"pipeline='{recipe.pipeline}'" in out and f"lr={recipe.lr}" in out
-        state = utils.read_checkpoint(tmp_path / f"{name}.pt")
-        assert state["epoch"] == 2 and state["config"]["recipe"] == {**utils.asdict(recipe), "epochs": 2}
+        state = checkpoints.read_checkpoint(tmp_path / f"{name}.pt")
+        assert state["epoch"] == 2 and state["config"]["recipe"] == {**asdict(recipe), "epochs": 2}
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -206,7 +226,7 @@ def test_a_device_that_is_not_there(run, train_args, device, message):
 
 
 def test_diverging_loss_stops_and_keeps_history_and_checkpoint(run, train_args, tmp_path, monkeypatch):
-    real_get_loss = utils.get_loss
+    real_get_loss = training.get_loss
 
     def nan_after_four_batches(label_smoothing=0.0):
         criterion, calls = real_get_loss(label_smoothing), []
@@ -217,12 +237,12 @@ def test_diverging_loss_stops_and_keeps_history_and_checkpoint(run, train_args, 
 
         return loss
 
-    monkeypatch.setattr(utils, "get_loss", nan_after_four_batches)
+    monkeypatch.setattr(training, "get_loss", nan_after_four_batches)
     code, _, err = run(*train_args, "--epochs", 3)
     line = one_error_line(err)
     assert code == 1 and "became nan" in line and "lower the learning rate" in line and "epoch 1" in line
     assert len(json.loads((tmp_path / "out" / "history.json").read_text())["test_acc"]) == 1
-    assert utils.read_checkpoint(tmp_path / "ck.pt")["epoch"] == 1
+    assert checkpoints.read_checkpoint(tmp_path / "ck.pt")["epoch"] == 1
 
 
 def printed_history(out):
@@ -247,7 +267,7 @@ def test_a_full_disk_stops_the_run_with_the_last_checkpoint_and_the_history(run,
     assert code == 1 and "could not write the checkpoint of epoch 2" in line and "still holds epoch 1" in line
     assert f"the history is in {tmp_path / 'out' / 'history.json'}" in line and "Epoch 3/3" not in out
     assert len(json.loads((tmp_path / "out" / "history.json").read_text())["test_acc"]) == 2
-    assert utils.read_checkpoint(tmp_path / "ck.pt")["epoch"] == 1 and not (tmp_path / "ck.tmp").exists()
+    assert checkpoints.read_checkpoint(tmp_path / "ck.pt")["epoch"] == 1 and not (tmp_path / "ck.tmp").exists()
 
 
 def test_folders_replaced_by_files_during_a_run_the_history_is_printed(run, train_args, tmp_path, monkeypatch):
@@ -274,7 +294,7 @@ def test_folders_replaced_by_files_during_a_run_the_history_is_printed(run, trai
     line = one_error_line(err)
     assert code == 1 and f"could not write to {tmp_path / 'out'}" in line and "the history is printed above" in line
     assert f"the checkpoint of epoch 2 is {tmp_path / 'ck.pt'}" in line and len(printed_history(out)["test_acc"]) == 2
-    assert utils.read_checkpoint(tmp_path / "ck.pt")["epoch"] == 2
+    assert checkpoints.read_checkpoint(tmp_path / "ck.pt")["epoch"] == 2
 
 
 def test_checkpoint_of_another_model(run, train_args, tmp_path):
@@ -384,7 +404,7 @@ def test_predict_bad_files(run, checkpoint, tmp_path, monkeypatch, problem):
 
 
 def test_load_digit_makes_mnist_like_input(tmp_path):
-    views = [utils.load_digit(draw_seven(tmp_path / f"{i}.png", *args)) * utils.STD + utils.MEAN
+    views = [load_digit(draw_seven(tmp_path / f"{i}.png", *args)) * mnist.STD + mnist.MEAN
              for i, args in enumerate([((180, 240),), ((600, 400), (40, 40, 40), (230, 220, 200)),
                                        ((90, 90), 255, 0, "L")])]
     for x in views:
@@ -398,7 +418,7 @@ def test_load_digit_makes_mnist_like_input(tmp_path):
     transparent = Image.new("RGBA", (100, 100), (0, 0, 0, 0))
     ImageDraw.Draw(transparent).line([(50, 10), (50, 90)], fill=(0, 0, 0, 255), width=10)
     transparent.save(tmp_path / "t.png")
-    assert utils.load_digit(tmp_path / "t.png").max() > 2  # ink on transparent paper is found
+    assert load_digit(tmp_path / "t.png").max() > 2  # ink on transparent paper is found
 
 
 # ----------------------------------------------------------------------------- runs, lr-find

@@ -27,7 +27,7 @@ def meta(**changes):
 
 
 def history(accs, seconds=30.0):
-    """A history as `utils.new_history()` has it, one entry per test accuracy in `accs`."""
+    """A history as `training.new_history()` has it, one entry per test accuracy in `accs`."""
     n = len(accs)
     return {"train_loss": [0.5] * n, "train_acc": [a - 1 for a in accs], "test_loss": [1 - a / 100 for a in accs],
             "test_acc": list(accs), "lr": [0.1] * n, "seconds": [seconds] * n}
