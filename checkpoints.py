@@ -18,6 +18,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used (unreadable, or for another model) or written (a full disk)."""
 
 
+def temporary_path(path):
+    """Where `save_checkpoint` writes first, then renames to `path`: a crash mid-write leaves the old checkpoint."""
+    return Path(path).with_suffix(".tmp")
+
+
 def save_checkpoint(path, t):
     """Write all that the trainer `t` needs to go on exactly where it stopped (atomically: a crash, or a write
     that fails with CheckpointError, leaves the old file), and what it was: model, seed, recipe, data."""
@@ -33,7 +38,7 @@ def save_checkpoint(path, t):
         "rng": capture_rng(t.train_loader.generator),
         "config": t.config,
     }
-    path, tmp = Path(path), Path(path).with_suffix(".tmp")
+    path, tmp = Path(path), temporary_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(state, tmp)

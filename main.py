@@ -22,7 +22,7 @@ import torch
 
 import lr_finder
 import runs
-from checkpoints import CheckpointError, load_checkpoint, load_weights, read_checkpoint, saved_settings
+from checkpoints import CheckpointError, load_checkpoint, load_weights, read_checkpoint, saved_settings, temporary_path
 from devices import device_name, get_device
 from digits import ImageError, load_digit
 from files import one_line, why_unwritable
@@ -193,8 +193,8 @@ def train(args):
         data = replace(data, train_size=2 * recipe.batch_size, test_size=data.test_batch_size)
     checkpoint = Path(args.checkpoint or args.resume or ROOT / "checkpoints" / f"{model_name}.pt")
     require_writable("--checkpoint", checkpoint)
-    if checkpoint.with_suffix(".tmp").is_dir():  # save_checkpoint writes there first, then renames
-        raise ValueError(f"--checkpoint {checkpoint}: its temporary file {checkpoint.with_suffix('.tmp')} is a "
+    if temporary_path(checkpoint).is_dir():
+        raise ValueError(f"--checkpoint {checkpoint}: its temporary file {temporary_path(checkpoint)} is a "
                          "folder: give another file name")
     require_writable("--out", args.out or OUTPUTS_DIR, folder=True)
     if args.save_model and args.out:  # the default folder is the run's own: only this run writes there
