@@ -82,6 +82,13 @@ def write_run(path, history, finished):
     write_json(path, record)
 
 
+def mark_run(path, **marks):
+    """Add `marks` to the run at `path` (a sweep's trial names its run, a pruned run says so)."""
+    record = read_run(path)
+    record.update(marks)
+    write_json(path, record)
+
+
 def summary(history):
     """The figures a table shows: epochs, final and best test accuracy (None before the first epoch), minutes."""
     acc = history.get("test_acc", [])
@@ -174,17 +181,22 @@ def as_run(run, name):
 
 
 def runs_table(runs):
-    """A text table of runs, newest first: name, model, epochs, final and best test accuracy, minutes, finished."""
+    """A text table of runs, newest first: name, model, epochs, final and best test accuracy, minutes, finished
+    (or pruned, for a sweep's trial stopped early)."""
     header = ("run", "model", "epochs", "final test %", "best test %", "minutes", "finished")
     rows = [header]
     for run in sorted(as_runs(runs), key=newest, reverse=True):
         s = summary(run["history"])
         rows.append((run["name"], str(run.get("model", "")), str(s["epochs"]), pct(s["final_test_acc"]),
-                     pct(s["best_test_acc"]), f"{s['minutes']:.1f}", "yes" if run.get("finished") else "no"))
+                     pct(s["best_test_acc"]), f"{s['minutes']:.1f}", finished(run)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in rows]  # text to the left, numbers to the right
     return "\n".join(line.rstrip() for line in lines)
+
+
+def finished(run):
+    return "yes" if run.get("finished") else "pruned" if run.get("pruned") else "no"
 
 
 def pct(acc):
@@ -216,7 +228,8 @@ def plot_runs(runs, target=99.4, save=None):
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(13, 5))
     for i, (run, label) in enumerate(zip(runs, legend_labels(runs))):
         history, color = run["history"], f"C{i % 10}"
-        label += " (unfinished)" if run.get("finished") is False else ""  # crashed, interrupted, or still running
+        label += (" (pruned)" if run.get("pruned") else  # a sweep's trial, stopped early
+                  " (unfinished)" if run.get("finished") is False else "")  # crashed, interrupted, or still running
         for ax, kind in ((acc_ax, "acc"), (loss_ax, "loss")):
             test, train = history.get(f"test_{kind}", []), history.get(f"train_{kind}", [])
             ax.plot(range(1, len(test) + 1), test, color=color, marker="o", markersize=4, label=label)

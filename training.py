@@ -144,11 +144,12 @@ def train_step(t, x, y):
     return output, loss
 
 
-def train(t, desc="train", log_interval=None):
+def train(t, desc="train", log_interval=None, on_step=None):
     """One epoch of training of the trainer `t`; returns (mean loss, accuracy %) over the epoch.
 
-    A per-batch scheduler (OneCycleLR) is stepped after every batch. With `log_interval`, a plain line
-    every that many batches replaces the progress bar; headless, one line for the epoch does.
+    A per-batch scheduler (OneCycleLR) is stepped after every batch, then `on_step(t)` is called if given (a sweep
+    reports to its pruner there). With `log_interval`, a plain line every that many batches replaces the progress
+    bar; headless, one line for the epoch does.
     """
     t.model.train()
     per_batch = isinstance(t.scheduler, PER_BATCH_SCHEDULERS)
@@ -164,6 +165,8 @@ def train(t, desc="train", log_interval=None):
             t.ema.update_parameters(t.model)
         if per_batch:
             t.scheduler.step()
+        if on_step is not None:
+            on_step(t)
         total_loss += loss.item() * len(y)
         correct += (output.argmax(dim=1) == y).sum().item()
         seen += len(y)
@@ -176,22 +179,28 @@ def train(t, desc="train", log_interval=None):
     return total_loss / seen, 100 * correct / seen
 
 
-@torch.no_grad()
 def test(t, loader=None):
     """Evaluate the trainer's model (its weight average if it keeps one) on `loader` (default: its test set);
     prints and returns (mean loss, accuracy %)."""
+    loss, correct, seen = evaluate(t, t.test_loader if loader is None else loader)
+    print(f"{t.data.evaluates_on.capitalize()} set: average loss {loss:.4f}, "
+          f"accuracy {correct}/{seen} ({100 * correct / seen:.2f}%)")
+    return loss, 100 * correct / seen
+
+
+@torch.no_grad()
+def evaluate(t, batches):
+    """(mean loss, images right, images seen) of the trainer's evaluated model on `batches`, in eval mode."""
     model = t.evaluated_model.eval()
     total_loss, correct, seen = 0.0, 0, 0
-    for x, y in t.test_loader if loader is None else loader:
+    for x, y in batches:
         x, y = x.to(t.device, non_blocking=True), y.to(t.device, non_blocking=True)
         with t.precision.autocast(t.device):
             output = model(x)
         total_loss += t.criterion(output.float(), y).item() * len(y)
         correct += (output.argmax(dim=1) == y).sum().item()
         seen += len(y)
-    print(f"{t.data.evaluates_on.capitalize()} set: average loss {total_loss / seen:.4f}, "
-          f"accuracy {correct}/{seen} ({100 * correct / seen:.2f}%)")
-    return total_loss / seen, 100 * correct / seen
+    return total_loss / seen, correct, seen
 
 
 def end_epoch(t, train_result, test_result, lr, seconds, checkpoint=None):
@@ -210,20 +219,21 @@ def end_epoch(t, train_result, test_result, lr, seconds, checkpoint=None):
         save_checkpoint(checkpoint, t)
 
 
-def fit(t, checkpoint=None, log_interval=None):
+def fit(t, checkpoint=None, log_interval=None, on_step=None):
     """Train the trainer `t` to the end of its recipe's epochs, testing after each; returns the history.
 
     Goes on from where `t.history` stops (a resumed checkpoint). The run is kept in runs/ (`runs.py`), its
     record rewritten after every epoch; with `checkpoint` (a path), everything needed to resume is saved there
     too. Ctrl-C stops training and returns the history
     so far; a diverging loss raises TrainingDiverged, a checkpoint that cannot be written (a full disk, say)
-    CheckpointError; both carry the history.
+    CheckpointError; both carry the history. `on_step(t)`, if given, is called after every training step.
     """
     t.run_file = t.run_file or start_run(t)
     with stopping_cleanly(t, checkpoint):
         for epoch in range(len(t.history["test_acc"]) + 1, t.recipe.epochs + 1):
             lr, start = t.optimizer.param_groups[0]["lr"], time.perf_counter()
-            train_result = train(t, f"Epoch {epoch}/{t.recipe.epochs} lr {lr_range(epoch_lrs(t))}", log_interval)
+            desc = f"Epoch {epoch}/{t.recipe.epochs} lr {lr_range(epoch_lrs(t))}"
+            train_result = train(t, desc, log_interval, on_step)
             end_epoch(t, train_result, test(t), lr, time.perf_counter() - start, checkpoint)
     return t.history
 
