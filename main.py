@@ -6,6 +6,8 @@
     python main.py predict my_digit.png --checkpoint checkpoints/net.pt --show
     python main.py lr-find                          # which peak learning rate to try
     python main.py runs                             # every run kept, newest first; runs --plot A B: overlaid
+    python main.py sweep --space lr=log:0.02:0.5 --space batch_size=64,128,256 --trials 12   # find a recipe
+    python main.py sweep --confirm net-fast-1a2b3c4d   # its best trial beside the base recipe, 3 seeds, test set
 
 Every problem with the input ends in one line on stderr saying what to do, and a non-zero exit.
 """
@@ -22,6 +24,8 @@ import torch
 
 import lr_finder
 import runs
+import search_space
+import sweep
 from checkpoints import CheckpointError, load_checkpoint, load_weights, read_checkpoint, saved_settings, temporary_path
 from devices import device_name, get_device
 from digits import ImageError, load_digit
@@ -80,17 +84,28 @@ def add_run_flags(parser):
     run.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     run.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default: auto)")
     run.add_argument("--no-accel", action="store_true", help="train on the CPU even if a GPU is there")
-    run.add_argument("--data-dir", default=None,
-                     help="folder with the four MNIST files, .gz or not (default: $MNIST_DIR, else download)")
-    run.add_argument("--data-root", default=str(DATA_DIR), help="where MNIST is downloaded or staged")
-    run.add_argument("--train-size", type=positive_int, default=0, help="use only the first N training images")
-    run.add_argument("--test-size", type=positive_int, default=0, help="use only the first N test images")
-    run.add_argument("--test-batch-size", type=positive_int, default=1000, help="test batch size (default: 1000)")
-    run.add_argument("--valid-size", type=positive_int, default=0,
-                     help="hold out the last N training images and evaluate on them instead of the test set "
-                          "(to choose a recipe without looking at the test set)")
+    add_data_flags(run)
     add_recipe_flags(parser.add_argument_group("hyperparameters (default: the recipe's)"))
     return run
+
+
+def add_data_flags(group, valid_size=0):
+    """Where MNIST is, and how much of it a run uses (a `Data`: `data_from`)."""
+    group.add_argument("--data-dir", default=None,
+                       help="folder with the four MNIST files, .gz or not (default: $MNIST_DIR, else download)")
+    group.add_argument("--data-root", default=str(DATA_DIR), help="where MNIST is downloaded or staged")
+    group.add_argument("--train-size", type=positive_int, default=0, help="use only the first N training images")
+    group.add_argument("--test-size", type=positive_int, default=0,
+                       help="use only the first N test images (of the validation ones where they are held out)")
+    group.add_argument("--test-batch-size", type=positive_int, default=1000, help="test batch size (default: 1000)")
+    group.add_argument("--valid-size", type=positive_int, default=valid_size,
+                       help="hold out the last N training images and evaluate on them instead of the test set "
+                            f"(to choose a recipe without looking at the test set; default: {valid_size})")
+
+
+def data_from(args):
+    return Data(mnist_dir=args.data_dir, root=args.data_root, train_size=args.train_size, test_size=args.test_size,
+                test_batch_size=args.test_batch_size, valid_size=args.valid_size)
 
 
 def build_parser():
@@ -114,13 +129,13 @@ def build_parser():
                                  description="Train for NUM batches while the learning rate grows from START to "
                                              "END; print the suggested rates and plot the loss against the rate.")
     add_run_flags(finder)
-    sweep = finder.add_argument_group("sweep")
-    sweep.add_argument("--start", type=float, default=lr_finder.START,
+    rates = finder.add_argument_group("learning rates")
+    rates.add_argument("--start", type=float, default=lr_finder.START,
                        help=f"first learning rate (default: {lr_finder.START:g})")
-    sweep.add_argument("--end", type=float, default=lr_finder.END,
+    rates.add_argument("--end", type=float, default=lr_finder.END,
                        help=f"last learning rate (default: {lr_finder.END:g})")
-    sweep.add_argument("--num", type=positive_int, default=100, help="batches (default: 100)")
-    sweep.add_argument("--out", default=str(OUTPUTS_DIR), help="folder for lr_find.png (default: outputs)")
+    rates.add_argument("--num", type=positive_int, default=100, help="batches (default: 100)")
+    rates.add_argument("--out", default=str(OUTPUTS_DIR), help="folder for lr_find.png (default: outputs)")
 
     kept = commands.add_parser("runs", help="list the kept runs, or overlay some of them",
                                description="Every training run is kept as a JSON file in runs/ (or $RUNS_DIR). "
@@ -136,6 +151,38 @@ def build_parser():
     predict.add_argument("--show", action="store_true", help="save the 28x28 view the model sees to OUT")
     predict.add_argument("--out", default="predictions", help="folder for --show (default: predictions)")
     predict.add_argument("--device", default="cpu", help="cuda, mps, cpu or auto (default: cpu)")
+
+    search = commands.add_parser("sweep", help="search recipes with Optuna on the validation split",
+                                 description="Search a space of recipe fields over a named recipe with Optuna: each "
+                                             "trial trains on the training images but the held-out ones, and is "
+                                             "judged on those (never on the test set). The same command again goes "
+                                             "on with the same study. --confirm NAME: the study's best recipe "
+                                             "beside the base recipe, 3 seeds each, on the test set.")
+    search.add_argument("--space", action="append", metavar="FIELD=RANGE",
+                        help="a recipe field and its range: log:LOW:HIGH, LOW:HIGH or CHOICE,CHOICE,... (repeat it; "
+                             "default: " + " ".join(f"{k}={search_space.as_text(v)}"
+                                                   for k, v in search_space.DEFAULT_SPACE.items()) + ")")
+    search.add_argument("--space-file", metavar="FILE", help='a JSON file {"lr": "log:0.02:0.5", "batch_size": '
+                                                             '[64, 128, 256]} in place of --space')
+    search.add_argument("--model", choices=sorted(MODELS), default="net", help="architecture (default: net)")
+    search.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
+                        help=f"the recipe the space is laid over, tried first (default: {DEFAULT_RECIPE})")
+    search.add_argument("--epochs", type=positive_int, default=0, help="each trial's budget (default: the recipe's)")
+    search.add_argument("--trials", type=positive_int, default=12,
+                        help="finished trials the study should hold (default: 12); more than it holds goes on")
+    search.add_argument("--workers", type=positive_int, default=1,
+                        help="processes on this machine, sharing its cores (default: 1)")
+    search.add_argument("--storage", help="a journal file (default: runs/sweeps.journal) or a database URL, "
+                                          "postgresql+psycopg://USER:PASSWORD@HOST/DB, for workers on several machines")
+    search.add_argument("--study", help="a name of your own for the study (default: derived from what it searches)")
+    search.add_argument("--heartbeat", type=positive_int, default=sweep.HEARTBEAT,
+                        help="database storage: seconds between a worker's signs of life; a trial silent for twice "
+                             f"that is failed and tried again (default: {sweep.HEARTBEAT})")
+    search.add_argument("--confirm", metavar="STUDY", help="train the study's best recipe and its base recipe on 3 "
+                                                          "seeds each and print their test accuracies")
+    search.add_argument("--seed", type=int, default=1, help="the seed of every trial (default: 1)")
+    search.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default: auto)")
+    add_data_flags(search, valid_size=sweep.VALID_SIZE)
     return parser
 
 
@@ -175,8 +222,7 @@ def settings(args):
     if getattr(args, "resume", None):  # how much data stays as it was; where it is may change
         model_name, seed, recipe, data = saved_settings(args.resume)
         return args.model or model_name, seed, replace(recipe, **given), replace(data, **where)
-    data = Data(train_size=args.train_size, test_size=args.test_size, valid_size=args.valid_size, **where)
-    return args.model or "net", args.seed, replace(RECIPES[args.recipe], **given), data
+    return args.model or "net", args.seed, replace(RECIPES[args.recipe], **given), data_from(args)
 
 
 def run_device(args):
@@ -325,7 +371,37 @@ def show_runs(args):
     return 0
 
 
-COMMANDS = {"train": train, "lr-find": lr_find, "runs": show_runs, "predict": predict}
+# ----------------------------------------------------------------------------- sweep
+
+
+def read_space(args):
+    """The space of --space-file, or of the --space flags; None for the default one."""
+    return search_space.read_space_file(args.space_file) if args.space_file else \
+        search_space.space_from_flags(args.space) if args.space else None
+
+
+def run_sweep(args):
+    data = data_from(args)
+    require_data_root(args)
+    if args.confirm:
+        sweep.confirm(args.confirm, args.storage, device=args.device, data=data)
+        return 0
+    try:
+        study = sweep.sweep(read_space(args), args.trials, workers=args.workers, storage=args.storage,
+                            study=args.study, device=args.device, heartbeat=args.heartbeat, recipe=args.recipe,
+                            model=args.model, data=data, seed=args.seed, epochs=args.epochs)
+    except KeyboardInterrupt:
+        print("Interrupted: the study keeps its finished trials; the same command goes on with it", file=sys.stderr)
+        return 130
+    recipe, best = sweep.best_recipe(study)
+    print(f"best: trial {best.number}, {best.value:.2f}% on validation: "
+          + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()))
+    print(f"on the test set, 3 seeds beside the {args.recipe} recipe: python main.py sweep --confirm "
+          f"{study.study_name}" + (f" --storage '{sweep.shown(args.storage)}'" if args.storage else ""))
+    return 0
+
+
+COMMANDS = {"train": train, "lr-find": lr_find, "runs": show_runs, "predict": predict, "sweep": run_sweep}
 
 
 def main(argv=None):

@@ -1,10 +1,12 @@
-"""The figures: digits, training curves, predictions, the confusion matrix. Each returns its figure (and saves
-it as a PNG when asked); every tensor goes through .cpu() before it meets numpy or matplotlib, since the plots
-get CUDA and MPS tensors too. `utils` re-exports what the notebooks use, so that they import from one place."""
+"""The figures: digits, training curves, predictions, the confusion matrix, a sweep's study. Each returns its
+figure (and saves it as a PNG when asked); every tensor goes through .cpu() before it meets numpy or matplotlib,
+since the plots get CUDA and MPS tensors too. `utils` re-exports what the notebooks use, so that they import from
+one place."""
 
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
 from devices import capture_rng, restore_rng
@@ -103,4 +105,23 @@ def plot_confusion(targets, preds, save=None):
     ax.set_ylabel("true digit  (per-class accuracy)")
     ax.set_title(f"Confusion matrix: {100 * cm.diag().sum() / cm.sum():.2f}% of {int(cm.sum())} correct")
     fig.tight_layout()
+    return finish(fig, save)
+
+
+STUDY_VIEWS = {"history": "plot_optimization_history", "importances": "plot_param_importances",
+               "slices": "plot_slice", "intermediate": "plot_intermediate_values"}
+
+
+def plot_study(study, view, save=None):
+    """One of Optuna's matplotlib views of a sweep's study (`view`: history, importances, slices, intermediate: the
+    pruner's reports, pruned trials included); the figure, or None, saying why, where the study has too few trials."""
+    from optuna.visualization import matplotlib as optuna_plots  # only where a sweep was run
+
+    try:
+        axes = getattr(optuna_plots, STUDY_VIEWS[view])(study)
+    except (ValueError, RuntimeError) as e:  # e.g. importances of a study with one finished trial
+        print(f"no {view} plot: {e}")
+        return None
+    fig = np.atleast_1d(axes).flat[0].figure
+    fig.set_size_inches(max(6, 3.2 * np.atleast_1d(axes).size), 4)
     return finish(fig, save)

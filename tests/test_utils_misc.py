@@ -95,9 +95,9 @@ LAYERS = [
     {"environment", "files", "devices", "model"},  # know no data
     {"mnist"},  # knows no model, no training
     {"digits", "recipes", "plots"},
-    {"checkpoints", "runs"},
+    {"checkpoints", "runs", "search_space"},
     {"training"},
-    {"lr_finder", "draw"},
+    {"lr_finder", "draw", "sweep"},
     {"utils", "bench.measure"},  # utils: the notebooks' front desk
     {"main", "bench.report"},
     {"bench.run"},
