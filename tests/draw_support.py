@@ -4,7 +4,9 @@ import base64
 import contextlib
 import functools
 import io
+import os
 import tempfile
+from unittest import mock
 
 import pytest
 import torch
@@ -46,7 +48,8 @@ def mnist_and_model(train_size=20_000):
     """
     if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists():
         pytest.skip(f"the original MNIST files are not in {SHARED_MNIST}")
-    with tempfile.TemporaryDirectory() as root, one_thread():
+    with tempfile.TemporaryDirectory() as root, one_thread(), mock.patch.dict(os.environ, RUNS_DIR=f"{root}/runs"):
+        # its run's record in the scratch folder too: module-scoped fixtures call this before the tests' RUNS_DIR
         data = Data(mnist_dir=str(SHARED_MNIST), root=root, train_size=train_size, test_size=2000)
         test = mnist_dataset(False, data)
         images, labels = test.data.clone(), test.targets.clone()
