@@ -269,22 +269,28 @@ def quiet():
 
 
 def trial_line(study, trial):
-    """One line of ours per trial (Optuna logs at WARNING only)."""
+    """One line of ours per trial as it ends (Optuna logs at WARNING only)."""
+    print(describe_trial(trial), flush=True)
+
+
+def describe_trial(trial):
+    """'trial 3: 99.24% in 5.6 min  lr=0.131  batch_size=32  run NAME': how it ended, its values, its run."""
     from optuna.trial import TrialState
 
     values = "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
-    minutes = trial.user_attrs.get("minutes", 0.0)
-    if trial.state == TrialState.COMPLETE:
-        what = f"{trial.value:.2f}%"
-    elif trial.state == TrialState.PRUNED:
-        last = trial.intermediate_values
-        what = ("diverged" if "diverged" in trial.user_attrs else
-                f"pruned at step {max(last)} ({last[max(last)]:.2f}%)" if last else "pruned")
-    else:
-        what = trial.state.name.lower()
+    last = trial.intermediate_values
+    what = (f"{trial.value:.2f}%" if trial.state == TrialState.COMPLETE else
+            "diverged" if "diverged" in trial.user_attrs else
+            f"pruned at step {max(last)} ({last[max(last)]:.2f}%)" if trial.state == TrialState.PRUNED and last else
+            "stopped (Ctrl-C, or a worker that died)" if trial.state == TrialState.FAIL else trial.state.name.lower())
     run = trial.user_attrs.get("run")
-    print(f"trial {trial.number}: {what} in {minutes:.1f} min  {values}" + (f"  run {run}" if run else ""),
-          flush=True)
+    return (f"trial {trial.number}: {what} in {trial.user_attrs.get('minutes', 0.0):.1f} min  {values}"
+            + (f"  run {run}" if run else ""))
+
+
+def trials_table(study):
+    """Every trial of the study, whoever ran it and when (other workers, earlier runs of the same sweep)."""
+    return "\n".join(describe_trial(trial) for trial in study.get_trials(deepcopy=False))
 
 
 # ----------------------------------------------------------------------------- running a sweep
@@ -376,16 +382,24 @@ def confirm(name, storage=None, seeds=SEEDS, device="auto", data=Data()):
         accs, minutes = [], 0.0
         for seed in seeds:
             t = prepare(spec.model, recipe, test_data, device, seed)
-            with quiet():
-                history = fit(t)
-            accs.append(judge(spec.recipe, history))
-            minutes += sum(history["seconds"]) / 60
-            print(f"{label}, seed {seed}: {accs[-1]:.2f}% on the test set", flush=True)
+            try:
+                with quiet():
+                    fit(t)
+                accs.append(judge(spec.recipe, t.history))
+                print(f"{label}, seed {seed}: {accs[-1]:.2f}% on the test set", flush=True)
+            except TrainingDiverged as e:  # a result too: this recipe does not train on this seed
+                accs.append(None)
+                print(f"{label}, seed {seed}: diverged ({str(e).split(' in epoch')[0]})", flush=True)
+            minutes += sum(t.history["seconds"]) / 60
         changes = {k: v for k, v in asdict(recipe).items() if asdict(spec.base)[k] != v}
-        rows.append({"recipe": label, "changes": changes, "test_acc": accs, "mean": sum(accs) / len(accs),
-                     "minutes": minutes / len(seeds)})
+        rows.append({"recipe": label, "changes": changes, "test_acc": accs, "minutes": minutes / len(seeds),
+                     "mean": None if None in accs else sum(accs) / len(accs)})
     print(confirmation_table(rows, seeds, spec.recipe in LAST_3))
     return rows
+
+
+def percent(acc):
+    return f"{'diverged':>9}" if acc is None else f"{acc:>8.2f}%"
 
 
 def confirmation_table(rows, seeds, last_3=False):
@@ -393,8 +407,8 @@ def confirmation_table(rows, seeds, last_3=False):
     header = f"{'recipe':<16}" + "".join(f"{'seed ' + str(s):>9}" for s in seeds) + f"{'mean':>9}{'min/run':>9}"
     lines = [f"On the test set ({measure}):", header]
     for r in rows:
-        lines.append(f"{r['recipe']:<16}" + "".join(f"{a:>8.2f}%" for a in r["test_acc"]) + f"{r['mean']:>8.2f}%"
-                     f"{r['minutes']:>9.1f}")
+        lines.append(f"{r['recipe']:<16}" + "".join(percent(a) for a in [*r["test_acc"], r["mean"]])
+                     + f"{r['minutes']:>9.1f}")
     for r in rows:
         if r["changes"]:
             lines.append(f"{r['recipe']}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"

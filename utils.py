@@ -22,5 +22,5 @@ from model import get_model  # noqa: F401
 from plots import plot_confusion, plot_correct, plot_missed, plot_samples, plot_stats, plot_study  # noqa: F401
 from recipes import RECIPES, Recipe, describe_recipe, make_recipe  # noqa: F401
 from runs import list_runs, plot_runs  # noqa: F401
-from sweep import best_recipe, confirm, sweep  # noqa: F401
+from sweep import best_recipe, confirm, describe_trial, sweep, trials_table  # noqa: F401
 from training import fit, predictions, prepare, results_row  # noqa: F401

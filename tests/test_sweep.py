@@ -12,6 +12,7 @@ from optuna.trial import FixedTrial, TrialState
 import main
 import runs
 import sweep
+import training
 from mnist import Data
 from recipes import RECIPES
 from search_space import parse_range
@@ -202,6 +203,30 @@ def test_the_base_recipe_is_trial_0_once_and_the_same_call_goes_on(tiny, journal
     sweep.sweep(SPACE, 3, storage=journal, device="cpu", **tiny)
     assert "holds 3 finished trials already" in capsys.readouterr().out
     assert len(sweep.load_study(study.study_name, journal).trials) == 3
+
+
+def test_the_trials_table_lists_every_trial_of_the_study(tiny, journal):
+    sweep.sweep(SPACE, 1, storage=journal, device="cpu", **tiny)
+    study = sweep.sweep(SPACE, 2, storage=journal, device="cpu", **tiny)  # a second run of the same sweep
+    lines = sweep.trials_table(study).splitlines()
+    assert [line.split(":")[0] for line in lines] == ["trial 0", "trial 1"]
+    assert all("% in " in line and "lr=" in line and " run " in line for line in lines)
+
+
+def test_a_diverging_confirmation_run_is_a_result_not_a_crash(tiny, journal, monkeypatch, capsys):
+    study = sweep.sweep(SPACE, 1, storage=journal, device="cpu", **tiny)
+
+    def fit_diverging_on_seed_2(t):
+        if t.seed == 2:
+            raise training.TrainingDiverged("the training loss became nan (batch 1) in epoch 1: lower the rate")
+        return fit(t)
+
+    monkeypatch.setattr(sweep, "fit", fit_diverging_on_seed_2)
+    rows = sweep.confirm(study.study_name, journal, device="cpu", data=tiny["data"])
+    assert [row["test_acc"][1] for row in rows] == [None, None] and all(row["mean"] is None for row in rows)
+    assert all(0 <= row["test_acc"][0] <= 100 for row in rows)
+    out = capsys.readouterr().out
+    assert "seed 2: diverged (the training loss became nan (batch 1))" in out and out.count(" diverged") >= 4
 
 
 def test_a_trial_and_its_run_name_each_other(tiny, journal):
