@@ -3,6 +3,7 @@ figure (and saves it as a PNG when asked); every tensor goes through .cpu() befo
 since the plots get CUDA and MPS tensors too. `utils` re-exports what the notebooks use, so that they import from
 one place."""
 
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -115,10 +116,13 @@ STUDY_VIEWS = {"history": "plot_optimization_history", "importances": "plot_para
 def plot_study(study, view, save=None):
     """One of Optuna's matplotlib views of a sweep's study (`view`: history, importances, slices, intermediate: the
     pruner's reports, pruned trials included); the figure, or None, saying why, where the study has too few trials."""
-    from optuna.visualization import matplotlib as optuna_plots  # only where a sweep was run
+    from optuna.exceptions import ExperimentalWarning  # only where a sweep was run
+    from optuna.visualization import matplotlib as optuna_plots
 
     try:
-        axes = getattr(optuna_plots, STUDY_VIEWS[view])(study)
+        with warnings.catch_warnings():  # "experimental since v2.2.0": said at every call, and nothing to act on
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            axes = getattr(optuna_plots, STUDY_VIEWS[view])(study)
     except (ValueError, RuntimeError) as e:  # e.g. importances of a study with one finished trial
         print(f"no {view} plot: {e}")
         return None

@@ -314,3 +314,15 @@ def test_main_refuses_a_study_of_another_space(run, sweep_args):
     assert run(*sweep_args, "--study", "mine", "--space", "lr=0.01:0.3", "--trials", 1)[0] == 0
     code, out, err = run(*sweep_args, "--study", "mine", "--space", "lr=0.01:0.2", "--trials", 1)
     assert code == 1 and "made for another sweep" in one_error_line(err)
+
+
+def test_each_view_of_a_study_is_a_figure_and_saved(tmp_path, recwarn):
+    from plots import STUDY_VIEWS, plot_study
+
+    study = optuna.create_study(direction="maximize")
+    study.optimize(lambda t: t.suggest_float("lr", 0.01, 1, log=True) + t.suggest_categorical("batch_size", [32, 64]),
+                   n_trials=5)
+    for view in STUDY_VIEWS:
+        fig = plot_study(study, view, save=tmp_path / f"{view}.png")
+        assert fig.axes and (tmp_path / f"{view}.png").stat().st_size > 0
+    assert not [w for w in recwarn if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
