@@ -36,10 +36,10 @@ from search_space import DEFAULT_SPACE, SweepError, in_space, parse_range, sugge
 from training import TrainingDiverged, evaluate, fit, prepare, start_run
 
 VALID_SIZE = 10_000  # the last 10,000 training images: what a trial is judged on
-REPORT_EVERY = 100  # training steps between two reports to the pruner, ...
+REPORT_EVERY = 12_800  # training images between two reports to the pruner (100 steps of 128), ...
 REPORT_IMAGES = 1_000  # ... each on the first 1,000 validation images: a quick look, not the judgement
 STARTUP_TRIALS = 3  # trials that run to the end before the pruner stops any (the base recipe is the first)
-WARMUP_STEPS = 200  # steps every trial takes before it may be stopped: the first reports say little
+WARMUP_IMAGES = 25_600  # images every trial trains on before it may be stopped: the first reports say little
 HEARTBEAT = 60  # seconds between a worker's signs of life in a database; silent for twice that, its trial is failed
 RETRIES = 2  # ... and tried again, at most this many times
 JOURNAL = "sweeps.journal"  # the default storage: one file in the runs folder, for every study
@@ -163,12 +163,14 @@ def open_study(sweep, storage=None, worker=0, name=None, heartbeat=HEARTBEAT):
     try:
         study = optuna.create_study(
             study_name=name, storage=get_storage(storage, heartbeat), direction="maximize", load_if_exists=True,
-            sampler=optuna.samplers.TPESampler(seed=sweep.seed + worker),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=WARMUP_STEPS))
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=WARMUP_IMAGES))
     except SweepError:
         raise
     except Exception as e:
         raise SweepError(f"cannot open the study {name!r} in {shown(storage)}: {one_line(e)}") from None
+    # Seeded per worker and by the trials the study holds: the same command from scratch draws the same trials,
+    # and a resumed study draws new ones (the same seed again would repeat the first run's draws).
+    study.sampler = optuna.samplers.TPESampler(seed=sweep.seed + worker + 1000 * len(study.trials))
     held = study.user_attrs.get("sweep")
     if held is None:
         study.set_user_attr("sweep", sweep.describe())
@@ -230,26 +232,28 @@ def objective(trial, sweep, device):
 
 
 def reporting(trial, every, images):
-    """A training step's hook that, every `every` steps, reports the accuracy on the first `images` validation
-    images to the pruner and stops the trial (optuna.TrialPruned) if it says so. The look changes nothing in the
-    run: the random generators are put back as they were, and the model back into training mode."""
+    """A training step's hook that, each time the trial has trained on `every` more images, reports the accuracy on
+    the first `images` validation images to the pruner, keyed by the images trained on (so that trials with other
+    batch sizes are compared at the same point), and stops the trial (optuna.TrialPruned) if the pruner says so.
+    The look changes nothing in the run: the random generators are put back, the model back into training mode."""
     import optuna
 
-    steps = 0
+    seen = 0
 
-    def on_step(t):
-        nonlocal steps
-        steps += 1
-        if steps % every:
+    def on_step(t, batch):
+        nonlocal seen
+        before, seen = seen, seen + batch
+        if seen // every == before // every:
             return
+        point = seen // every * every
         state = capture_rng()
-        _, correct, seen = evaluate(t, islice(t.test_loader, math.ceil(images / t.data.test_batch_size)))
+        _, correct, looked = evaluate(t, islice(t.test_loader, math.ceil(images / t.data.test_batch_size)))
         restore_rng(state)
         t.model.train()
-        trial.report(100 * correct / seen, steps)
+        trial.report(100 * correct / looked, point)
         if trial.should_prune():
-            raise optuna.TrialPruned(f"stopped at step {steps}: {100 * correct / seen:.2f}% of the first "
-                                     f"{seen:,} validation images")
+            raise optuna.TrialPruned(f"stopped after {point:,} training images: {100 * correct / looked:.2f}% of "
+                                     f"the first {looked:,} validation images")
 
     return on_step
 
@@ -279,9 +283,10 @@ def describe_trial(trial):
 
     values = "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
     last = trial.intermediate_values
+    pruned = trial.state == TrialState.PRUNED and last
     what = (f"{trial.value:.2f}%" if trial.state == TrialState.COMPLETE else
             "diverged" if "diverged" in trial.user_attrs else
-            f"pruned at step {max(last)} ({last[max(last)]:.2f}%)" if trial.state == TrialState.PRUNED and last else
+            f"pruned after {max(last):,} images ({last[max(last)]:.2f}%)" if pruned else
             "stopped (Ctrl-C, or a worker that died)" if trial.state == TrialState.FAIL else trial.state.name.lower())
     run = trial.user_attrs.get("run")
     return (f"trial {trial.number}: {what} in {trial.user_attrs.get('minutes', 0.0):.1f} min  {values}"

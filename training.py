@@ -147,9 +147,9 @@ def train_step(t, x, y):
 def train(t, desc="train", log_interval=None, on_step=None):
     """One epoch of training of the trainer `t`; returns (mean loss, accuracy %) over the epoch.
 
-    A per-batch scheduler (OneCycleLR) is stepped after every batch, then `on_step(t)` is called if given (a sweep
-    reports to its pruner there). With `log_interval`, a plain line every that many batches replaces the progress
-    bar; headless, one line for the epoch does.
+    A per-batch scheduler (OneCycleLR) is stepped after every batch, then `on_step(t, images)` is called if given,
+    with the step's number of images (a sweep reports to its pruner there). With `log_interval`, a plain line every
+    that many batches replaces the progress bar; headless, one line for the epoch does.
     """
     t.model.train()
     per_batch = isinstance(t.scheduler, PER_BATCH_SCHEDULERS)
@@ -166,7 +166,7 @@ def train(t, desc="train", log_interval=None, on_step=None):
         if per_batch:
             t.scheduler.step()
         if on_step is not None:
-            on_step(t)
+            on_step(t, len(y))
         total_loss += loss.item() * len(y)
         correct += (output.argmax(dim=1) == y).sum().item()
         seen += len(y)
@@ -226,7 +226,8 @@ def fit(t, checkpoint=None, log_interval=None, on_step=None):
     record rewritten after every epoch; with `checkpoint` (a path), everything needed to resume is saved there
     too. Ctrl-C stops training and returns the history
     so far; a diverging loss raises TrainingDiverged, a checkpoint that cannot be written (a full disk, say)
-    CheckpointError; both carry the history. `on_step(t)`, if given, is called after every training step.
+    CheckpointError; both carry the history. `on_step(t, images)`, if given, is called after every training
+    step.
     """
     t.run_file = t.run_file or start_run(t)
     with stopping_cleanly(t, checkpoint):

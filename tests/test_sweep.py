@@ -138,8 +138,9 @@ def test_reports_to_the_pruner_change_nothing_in_the_run(tiny):
     recipe = replace(RECIPES["fast"], epochs=2, batch_size=16)
     plain = fit(prepare("net", recipe, tiny["data"], seed=3))
     looked_at = Pruning(prune=False)
-    reported = fit(prepare("net", recipe, tiny["data"], seed=3), on_step=sweep.reporting(looked_at, every=2, images=16))
-    assert sorted(looked_at.reports) == [2, 4, 6, 8]  # every 2 of the 8 steps, on 16 images
+    reported = fit(prepare("net", recipe, tiny["data"], seed=3),
+                   on_step=sweep.reporting(looked_at, every=32, images=16))
+    assert sorted(looked_at.reports) == [32, 64, 96, 128]  # every 32 of the 2 x 64 images trained on, on 16 images
     assert all(0 <= acc <= 100 for acc in looked_at.reports.values())
     assert reported == {**plain, "seconds": reported["seconds"]}  # the same run, to the last digit
 
@@ -152,8 +153,8 @@ class StoppedTrial(FixedTrial):
 
 
 def test_a_pruned_trial_stops_and_its_run_says_so(tiny, monkeypatch):
-    monkeypatch.setattr(sweep, "REPORT_EVERY", 3)
-    with pytest.raises(optuna.TrialPruned, match="stopped at step 3: .*% of the first 32 validation images"):
+    monkeypatch.setattr(sweep, "REPORT_EVERY", 40)  # reached at the 3rd step of 16 images
+    with pytest.raises(optuna.TrialPruned, match="stopped after 40 training images: .*% of the first 32 validation"):
         sweep.objective(StoppedTrial({"lr": 0.05, "batch_size": 16, "label_smoothing": 0.1}),
                         sweep.Sweep(SPACE, **tiny), torch.device("cpu"))
     (record,) = runs.list_runs()
@@ -172,8 +173,8 @@ def test_a_diverging_trial_is_pruned_not_a_crash(tiny):
 def test_the_median_pruner_of_a_study_stops_trials_below_the_median(journal):
     study = sweep.open_study(sweep.Sweep(SPACE), journal)
 
-    def synthetic(trial):  # trial n reports 10 * n at steps 100..1000: the later, the better
-        for step in range(100, 1001, 100):
+    def synthetic(trial):  # trial n reports 10 * (10 - n) after each 12,800 of 128,000 images: the earlier, the better
+        for step in range(12_800, 128_001, 12_800):
             trial.report(10.0 * (10 - trial.number), step)
             if trial.should_prune():
                 raise optuna.TrialPruned
@@ -183,7 +184,7 @@ def test_the_median_pruner_of_a_study_stops_trials_below_the_median(journal):
     states = [t.state for t in study.trials]
     assert states[: sweep.STARTUP_TRIALS] == [TrialState.COMPLETE] * sweep.STARTUP_TRIALS
     assert states[sweep.STARTUP_TRIALS:] == [TrialState.PRUNED] * (6 - sweep.STARTUP_TRIALS)
-    assert all(sweep.WARMUP_STEPS <= max(t.intermediate_values) < 1000 for t in study.trials[sweep.STARTUP_TRIALS:])
+    assert all(sweep.WARMUP_IMAGES <= max(t.intermediate_values) < 128_000 for t in study.trials[sweep.STARTUP_TRIALS:])
 
 
 # ----------------------------------------------------------------------------- studies
@@ -197,6 +198,7 @@ def test_the_base_recipe_is_trial_0_once_and_the_same_call_goes_on(tiny, journal
     study = sweep.sweep(SPACE, 3, storage=journal, device="cpu", **tiny)  # again, asking for one more
     assert [t.number for t in study.trials] == [0, 1, 2]
     assert sum("base_recipe" in t.user_attrs for t in study.trials) == 1
+    assert study.trials[2].params != study.trials[1].params  # resumed, it draws anew, not the first run's draws
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     out = capsys.readouterr().out
     assert out.count("trial 0:") == 1 and "trial 2:" in out and "run " in out
