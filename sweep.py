@@ -171,11 +171,11 @@ def open_study(sweep, storage=None, worker=0, name=None, heartbeat=HEARTBEAT):
     # Seeded per worker and by the trials the study holds: the same command from scratch draws the same trials,
     # and a resumed study draws new ones (the same seed again would repeat the first run's draws).
     study.sampler = optuna.samplers.TPESampler(seed=sweep.seed + worker + 1000 * len(study.trials))
-    held = study.user_attrs.get("sweep")
+    held, wanted = study.user_attrs.get("sweep"), json.loads(json.dumps(sweep.describe()))  # as the storage keeps it
     if held is None:
-        study.set_user_attr("sweep", sweep.describe())
-    elif held != json.loads(json.dumps(sweep.describe())):
-        differ = ", ".join(key for key in held if held[key] != json.loads(json.dumps(sweep.describe()))[key])
+        study.set_user_attr("sweep", wanted)
+    elif held != wanted:
+        differ = ", ".join(key for key in held if held[key] != wanted.get(key))
         raise SweepError(f"the study {name!r} was made for another sweep (its {differ} differ): leave out the "
                          "study's name to start a new one")
     return study
@@ -186,7 +186,7 @@ def load_study(name, storage=None):
     try:
         return optuna.load_study(study_name=name, storage=get_storage(storage))
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(get_storage(storage))]
+        names = optuna.get_all_study_names(get_storage(storage))
         raise SweepError(f"no study {name!r} in {shown(storage)}: "
                          + (f"it holds {', '.join(names)}" if names else "it holds none yet")) from None
 
