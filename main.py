@@ -393,9 +393,8 @@ def run_sweep(args):
     except KeyboardInterrupt:
         print("Interrupted: the study keeps its finished trials; the same command goes on with it", file=sys.stderr)
         return 130
-    recipe, best = sweep.best_recipe(study)
-    print(f"best: trial {best.number}, {best.value:.2f}% on validation: "
-          + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()))
+    _, best = sweep.best_recipe(study)
+    print(f"best: trial {best.number}, {best.value:.2f}% on validation: {sweep.values_text(best.params)}")
     print(f"on the test set, 3 seeds beside the {args.recipe} recipe: python main.py sweep --confirm "
           f"{study.study_name}" + (f" --storage '{sweep.shown(args.storage)}'" if args.storage else ""))
     return 0

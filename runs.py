@@ -188,14 +188,14 @@ def runs_table(runs):
     for run in sorted(as_runs(runs), key=newest, reverse=True):
         s = summary(run["history"])
         rows.append((run["name"], str(run.get("model", "")), str(s["epochs"]), pct(s["final_test_acc"]),
-                     pct(s["best_test_acc"]), f"{s['minutes']:.1f}", finished(run)))
+                     pct(s["best_test_acc"]), f"{s['minutes']:.1f}", run_state(run)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in rows]  # text to the left, numbers to the right
     return "\n".join(line.rstrip() for line in lines)
 
 
-def finished(run):
+def run_state(run):
     return "yes" if run.get("finished") else "pruned" if run.get("pruned") else "no"
 
 

@@ -221,7 +221,7 @@ def objective(trial, sweep, device):
         if t.run_file is not None:
             runs.mark_run(t.run_file, pruned=True)
         if isinstance(e, TrainingDiverged):
-            trial.set_user_attr("diverged", str(e).split(" in epoch")[0])
+            trial.set_user_attr("diverged", divergence(e))
             raise optuna.TrialPruned(str(e)) from None
         raise
     finally:
@@ -229,6 +229,11 @@ def objective(trial, sweep, device):
     if len(history["test_acc"]) < recipe.epochs:  # fit stopped on Ctrl-C: so does the sweep
         raise KeyboardInterrupt
     return judge(sweep.recipe, history)
+
+
+def divergence(error):
+    """'the training loss became inf (batch 90)': a TrainingDiverged's what and where, without fit's advice."""
+    return str(error).split(" in epoch")[0]
 
 
 def reporting(trial, every, images):
@@ -281,7 +286,7 @@ def describe_trial(trial):
     """'trial 3: 99.24% in 5.6 min  lr=0.131  batch_size=32  run NAME': how it ended, its values, its run."""
     from optuna.trial import TrialState
 
-    values = "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+    values = values_text(trial.params, "  ")
     last = trial.intermediate_values
     pruned = trial.state == TrialState.PRUNED and last
     what = (f"{trial.value:.2f}%" if trial.state == TrialState.COMPLETE else
@@ -291,6 +296,11 @@ def describe_trial(trial):
     run = trial.user_attrs.get("run")
     return (f"trial {trial.number}: {what} in {trial.user_attrs.get('minutes', 0.0):.1f} min  {values}"
             + (f"  run {run}" if run else ""))
+
+
+def values_text(values, sep=", "):
+    """'lr=0.0785, label_smoothing=0.116': recipe values as a trial line or a table prints them."""
+    return sep.join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
 
 
 def trials_table(study):
@@ -394,7 +404,7 @@ def confirm(name, storage=None, seeds=SEEDS, device="auto", data=Data()):
                 print(f"{label}, seed {seed}: {accs[-1]:.2f}% on the test set", flush=True)
             except TrainingDiverged as e:  # a result too: this recipe does not train on this seed
                 accs.append(None)
-                print(f"{label}, seed {seed}: diverged ({str(e).split(' in epoch')[0]})", flush=True)
+                print(f"{label}, seed {seed}: diverged ({divergence(e)})", flush=True)
             minutes += sum(t.history["seconds"]) / 60
         changes = {k: v for k, v in asdict(recipe).items() if asdict(spec.base)[k] != v}
         rows.append({"recipe": label, "changes": changes, "test_acc": accs, "minutes": minutes / len(seeds),
@@ -416,6 +426,5 @@ def confirmation_table(rows, seeds, last_3=False):
                      + f"{r['minutes']:>9.1f}")
     for r in rows:
         if r["changes"]:
-            lines.append(f"{r['recipe']}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                                                       for k, v in r["changes"].items()))
+            lines.append(f"{r['recipe']}: " + values_text(r["changes"]))
     return "\n".join(lines)
