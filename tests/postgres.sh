@@ -11,7 +11,15 @@ if [ -z "$(pg_lsclusters --no-header)" ]; then
   pg_createcluster "$(ls /usr/lib/postgresql | sort -V | tail -1)" main >/dev/null
 fi
 read -r version cluster port status _ < <(pg_lsclusters --no-header | head -1)
-[ "$status" = online ] || pg_ctlcluster "$version" "$cluster" start  # pg_ctl refuses root; pg_ctlcluster does not
+# The server keeps every file the shell that starts it holds open: started with fd 3 (the pipe of
+# `$(bash tests/postgres.sh)`) it would keep that pipe open, and the caller would wait for its end forever.
+# So it starts with nothing open but stdin, stdout and stderr. (pg_ctl refuses root; pg_ctlcluster does not.)
+start_server() {
+  local fd
+  for fd in /proc/$BASHPID/fd/*; do fd=${fd##*/}; ((fd > 2)) && eval "exec $fd>&-"; done
+  exec pg_ctlcluster "$version" "$cluster" start
+}
+[ "$status" = online ] || (start_server)
 sql() { runuser -u postgres -- psql -p "$port" -qtAc "$1"; }
 [ "$(sql "SELECT 1 FROM pg_roles WHERE rolname = 'mnist'")" = 1 ] || sql "CREATE ROLE mnist"
 sql "ALTER ROLE mnist WITH LOGIN PASSWORD 'sweeps-only'"  # a password found nowhere else in what the tests print

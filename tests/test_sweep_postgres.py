@@ -107,3 +107,22 @@ def running_trials(storage):
     except KeyError:  # not created yet
         return []
     return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def test_postgres_script_starts_a_stopped_server_and_returns(database):
+    """`$(bash tests/postgres.sh)` returns once the server runs: the server must not keep the caller's pipe open
+    (started holding it, it left CI waiting for the URL until its time ran out)."""
+    if os.geteuid() != 0:
+        pytest.skip("stopping and starting the server needs root")
+    version, cluster = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True,
+                                      check=True).stdout.split()[:2]
+    subprocess.run(["pg_ctlcluster", version, cluster, "stop"], check=True)
+    try:
+        done = subprocess.run(["bash", str(ROOT / "tests" / "postgres.sh")], capture_output=True, text=True,
+                              timeout=120)
+    except subprocess.TimeoutExpired:
+        subprocess.run(["pg_ctlcluster", version, cluster, "start"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True)
+        pytest.fail("tests/postgres.sh started the server but did not return: the server holds its stdout")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == database
