@@ -98,7 +98,7 @@ LAYERS = [
     {"checkpoints", "runs", "search_space"},
     {"training"},
     {"lr_finder", "draw", "sweep"},
-    {"utils", "bench.measure"},  # utils: the notebooks' front desk
+    {"utils", "bench.measure", "bench.levers"},  # utils: the notebooks' front desk
     {"main", "bench.report"},
     {"bench.run"},
 ]
