@@ -36,7 +36,8 @@ from recipes import RECIPES
 
 RESULTS = Path(__file__).resolve().parent / "levers.jsonl"
 BASE = replace(RECIPES["fast"], epochs=1, batch_size=32, lr=0.1)  # the best 1-epoch screen so far
-AVERAGES = (0.99, 0.995, 0.998)  # decays of the weight averages kept beside the run (horizons 100-500 steps)
+AVERAGES = (0.99, 0.995, 0.998)  # weight averages kept beside the run, warmed up as Recipe.ema (the decay is at
+# most (1 + n) / (10 + n) after n steps: within one epoch of batch 32, 0.995 and 0.998 are the same average)
 SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))  # test-time augmentation: the image and 4 one-pixel shifts
 
 
@@ -138,7 +139,8 @@ def main():
     parser.add_argument("--muon-lr", type=float, default=0.02)
     parser.add_argument("--test", action="store_true", help="train on all 60,000, judge on the test set")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--train-size", type=int, default=0, help="only the first N training images (a quick check)")
+    parser.add_argument("--train-size", type=int, default=0,
+                        help="train on the first N images only (a fractional budget; 0: all)")
     args = parser.parse_args()
 
     start = time.perf_counter()
