@@ -37,12 +37,17 @@ def get_scheduler(optimizer, recipe, steps_per_epoch=1):
     if recipe.schedule == "step":
         return optim.lr_scheduler.StepLR(optimizer, step_size=recipe.step_size, gamma=recipe.gamma)
     if recipe.schedule == "onecycle":
-        return optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, epochs=recipe.epochs,
-                                             steps_per_epoch=steps_per_epoch, pct_start=0.3,
-                                             anneal_strategy="linear")
+        return one_cycle(optimizer, recipe.lr, recipe.epochs, steps_per_epoch)
     if recipe.schedule == "plateau":
         return optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=recipe.gamma, patience=recipe.step_size)
     return None
+
+
+def one_cycle(optimizer, max_lr, epochs, steps_per_epoch):
+    """The recipes' one-cycle schedule: up to `max_lr` (one rate, or one per param group) over the first 30% of
+    the steps, then linearly down; stepped per batch."""
+    return optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                         pct_start=0.3, anneal_strategy="linear")
 
 
 def get_loss(label_smoothing=0.0):

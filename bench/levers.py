@@ -84,12 +84,11 @@ class GrowingBatches:
     batches (`TensorLoader` keeps one batch size)."""
 
     def __init__(self, loader, small, large, share=0.25):
-        self.loader, self.sizes = loader, []
-        n, switch = len(loader.labels), round(share * len(loader.labels))
-        for start, size in ((0, small), (switch, large)):
-            stop = switch if size == small else n
-            self.sizes += [min(size, stop - i) for i in range(start, stop, size)]
-        self.dataset = loader.dataset
+        n = len(loader.labels)
+        switch = round(share * n)
+        self.sizes = ([min(small, switch - i) for i in range(0, switch, small)]
+                      + [min(large, n - i) for i in range(switch, n, large)])
+        self.loader, self.dataset = loader, loader.dataset
 
     def __len__(self):
         return len(self.sizes)
@@ -104,9 +103,8 @@ def with_optimizer(t, optimizer):
     """The trainer `t` with `optimizer`, under the recipe's one-cycle schedule to each group's own peak rate (a
     group that had a one-cycle schedule keeps its peak, `max_lr`, not the rate it was left at)."""
     t.optimizer = optimizer
-    t.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=[group.get("max_lr", group["lr"]) for group in optimizer.param_groups],
-        epochs=t.recipe.epochs, steps_per_epoch=len(t.train_loader), pct_start=0.3, anneal_strategy="linear")
+    peaks = [group.get("max_lr", group["lr"]) for group in optimizer.param_groups]
+    t.scheduler = training.one_cycle(optimizer, peaks, t.recipe.epochs, len(t.train_loader))
     return t
 
 
